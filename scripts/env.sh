@@ -1,0 +1,16 @@
+# Shared environment for the project's scripts. Source it; do not run it.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$ROOT/.venv/bin:$PATH"
+export DJANGO_SETTINGS_MODULE=webapp.config.settings
+export PYTHONUNBUFFERED=1
+# ultralytics must never try the network; it also needs a font it would otherwise download.
+export YOLO_OFFLINE=1
+export YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$ROOT/var/yolo}"
+mkdir -p "$YOLO_CONFIG_DIR/Ultralytics"
+if [ ! -f "$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf" ]; then
+  font="$("$ROOT/.venv/bin/python" -c 'import matplotlib, os; print(os.path.join(matplotlib.get_data_path(), "fonts/ttf/DejaVuSans.ttf"))' 2>/dev/null || true)"
+  [ -n "$font" ] && [ -f "$font" ] && cp "$font" "$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf"
+fi
+# jemalloc makes torch inference and training about 3x faster on this CPU.
+JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+if [ -f "$JEMALLOC" ]; then export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"; fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole suite: ml unit tests, Django on PostgreSQL, a real Celery worker over Redis,
+# and Chromium browser tests. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+if [ -z "${SKULENS_SKIP_SERVICES:-}" ]; then
+  eval "$(bash scripts/services.sh)"
+fi
+export DJANGO_DEBUG=false DJANGO_SECRET_KEY=test-only-secret
+export SKULENS_VAR_DIR="${SKULENS_VAR_DIR:-$(mktemp -d /tmp/skulens-test.XXXXXX)}"
+export DJANGO_ALLOW_ASYNC_UNSAFE=true
+echo "database: ${DATABASE_URL:-sqlite (embedded)}; var: $SKULENS_VAR_DIR"
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+# pytest exits 5 when a selection ran no test; that is not a failure of the suite.
+[ $status -eq 5 ] && status=0
+exit $status

@@ -1,0 +1,1 @@
+"""Roles are Django groups; no models of our own."""

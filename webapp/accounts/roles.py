@@ -1,0 +1,58 @@
+"""The three roles. A role is a Django group; a superuser holds every role."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+
+class Role(enum.StrEnum):
+    APPRAISER = "appraiser"
+    QA = "qa"
+    CATALOGUE_ADMIN = "catalogue_admin"
+
+
+ROLE_HOME_URL_NAMES: dict[Role, str] = {
+    Role.APPRAISER: "matching:home",
+    Role.QA: "review:queue",
+    Role.CATALOGUE_ADMIN: "catalog:home",
+}
+
+
+def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[Role]:
+    if not user.is_authenticated or not user.is_active:
+        return set()
+    if user.is_superuser:
+        return set(Role)
+    cached = getattr(user, "_skulens_roles", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
+        cached = {role for role in Role if role.value in names}
+        user._skulens_roles = cached  # type: ignore[union-attr]
+    return cached
+
+
+def has_role(user: AbstractBaseUser | AnonymousUser, *roles: Role) -> bool:
+    return bool(user_roles(user) & set(roles))
+
+
+def role_required(*roles: Role) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """View decorator: 403 unless the logged-in user holds one of `roles`."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not has_role(request.user, *roles):
+                raise PermissionDenied("Your role does not allow this page.")
+            return view(request, *args, **kwargs)
+
+        wrapped.required_roles = roles  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator

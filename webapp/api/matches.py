@@ -1,0 +1,184 @@
+"""/api/v1/matches: one APIView per operation, nested Input/Output serializers."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.api.errors import ApiError
+from webapp.api.permissions import IsAppraiser
+from webapp.catalog.models import Brand, Category, Series
+from webapp.matching.models import Candidate, Decision, MatchRequest
+from webapp.matching.selectors import request_with_candidates
+from webapp.matching.services import (
+    DecisionError,
+    StorageFullError,
+    decision_record,
+    match_request_create,
+)
+from webapp.matching.validation import PhotoValidationError
+
+
+def _absolute(request: HttpRequest, field: object) -> str | None:
+    url = getattr(field, "url", None) if field else None
+    return request.build_absolute_uri(url) if url else None
+
+
+class CandidateOutput(serializers.Serializer):
+    rank = serializers.IntegerField()
+    score = serializers.FloatField()
+    sku = serializers.SerializerMethodField()
+    query_photo = serializers.IntegerField(source="query_photo.position")
+    reference_image_url = serializers.SerializerMethodField()
+
+    def get_sku(self, candidate: Candidate) -> dict[str, object]:
+        sku = candidate.sku
+        return {
+            "id": sku.id,
+            "code": sku.code,
+            "name": sku.name,
+            "category": sku.series.brand.category.name,
+            "brand": sku.series.brand.name,
+            "series": sku.series.name,
+            "colour": sku.colour,
+            "material": sku.material,
+            "size": sku.size,
+            "attributes": sku.attributes,
+        }
+
+    def get_reference_image_url(self, candidate: Candidate) -> str | None:
+        ref = candidate.reference_image
+        return _absolute(self.context["request"], ref.image) if ref else None
+
+
+class MatchOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=MatchRequest.Status.choices)
+    stage = serializers.CharField()
+    progress = serializers.IntegerField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    relaxed_filters = serializers.ListField(child=serializers.CharField())
+    model_version = serializers.CharField()
+    index_version = serializers.CharField()
+    timings_ms = serializers.DictField(child=serializers.FloatField())
+    candidates = CandidateOutput(many=True)
+    decision = serializers.SerializerMethodField()
+
+    def get_decision(self, match: MatchRequest) -> dict[str, object] | None:
+        decision = getattr(match, "decision", None)
+        if decision is None:
+            return None
+        return {"outcome": decision.outcome, "sku_id": decision.sku_id,
+                "decided_at": decision.decided_at.isoformat()}
+
+
+class MatchCreateApi(APIView):
+    permission_classes = [IsAppraiser]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        photos = serializers.ListField(child=serializers.FileField(), min_length=1)
+        category = serializers.PrimaryKeyRelatedField(
+            queryset=Category.objects.all(), required=False, allow_null=True
+        )
+        brand = serializers.PrimaryKeyRelatedField(
+            queryset=Brand.objects.all(), required=False, allow_null=True
+        )
+        series = serializers.PrimaryKeyRelatedField(
+            queryset=Series.objects.all(), required=False, allow_null=True
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.CharField()
+        url = serializers.CharField()
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={202: OutputSerializer},
+        operation_id="matches_create",
+    )
+    def post(self, request: Request) -> Response:
+        data = {key: request.data.get(key) for key in ("category", "brand", "series")}
+        data["photos"] = request.FILES.getlist("photos")
+        serializer = self.InputSerializer(data={k: v for k, v in data.items() if v})
+        serializer.is_valid(raise_exception=True)
+        try:
+            match = match_request_create(user=request.user, uploads=data["photos"],
+                                         **{k: serializer.validated_data.get(k)
+                                            for k in ("category", "brand", "series")})
+        except PhotoValidationError as exc:
+            raise ApiError(str(exc), code="invalid_photo", messages=exc.messages) from exc
+        except StorageFullError as exc:
+            raise ApiError(str(exc), code="storage_full", http_status=507) from exc
+        url = request.build_absolute_uri(f"/api/v1/matches/{match.pk}")
+        return Response(
+            self.OutputSerializer({"id": match.pk, "status": match.status, "url": url}).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": url},
+        )
+
+
+class MatchDetailApi(APIView):
+    permission_classes = [IsAppraiser]
+
+    @extend_schema(responses={200: MatchOutput}, operation_id="matches_retrieve")
+    def get(self, request: Request, match_id: int) -> Response:
+        try:
+            match = request_with_candidates(request_id=match_id)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
+        return Response(MatchOutput(match, context={"request": request}).data)
+
+
+class MatchDecisionApi(APIView):
+    permission_classes = [IsAppraiser]
+    parser_classes = [JSONParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
+        candidate_rank = serializers.IntegerField(required=False, min_value=1)
+        sku_id = serializers.IntegerField(required=False)
+        note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        outcome = serializers.CharField()
+        sku_id = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer},
+                   operation_id="matches_decision_create")
+    def post(self, request: Request, match_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        match = MatchRequest.objects.filter(pk=match_id).first()
+        if match is None:
+            raise ApiError("No such match.", code="not_found", http_status=404)
+        rank = serializer.validated_data.get("candidate_rank")
+        candidate_id = (
+            match.candidates.filter(rank=rank).values_list("id", flat=True).first() if rank else None
+        )
+        try:
+            decision = decision_record(
+                request=match,
+                user=request.user,
+                outcome=serializer.validated_data["outcome"],
+                candidate_id=candidate_id,
+                sku_id=serializer.validated_data.get("sku_id"),
+                note=serializer.validated_data.get("note", ""),
+            )
+        except DecisionError as exc:
+            raise ApiError(str(exc), code="decision_refused", http_status=409) from exc
+        return Response(
+            self.OutputSerializer(
+                {"id": decision.pk, "outcome": decision.outcome, "sku_id": decision.sku_id}
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from webapp.accounts.roles import Role, has_role
+
+
+def role_permission(*roles: Role) -> type[BasePermission]:
+    class HasRole(BasePermission):
+        message = "Your role does not allow this endpoint."
+
+        def has_permission(self, request: Request, view: APIView) -> bool:
+            return has_role(request.user, *roles)
+
+    HasRole.__name__ = "Has" + "Or".join(r.value.title().replace("_", "") for r in roles)
+    return HasRole
+
+
+IsAppraiser = role_permission(Role.APPRAISER)
+IsAnyRole = role_permission(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)

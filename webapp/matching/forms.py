@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django import forms
+
+from webapp.catalog.models import Brand, Category, Series
+from webapp.matching.models import Decision
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MatchRequestForm(forms.Form):
+    """Filters only: photos are validated by webapp.matching.validation, by content."""
+
+    category = forms.ModelChoiceField(Category.objects.all(), required=False)
+    brand = forms.ModelChoiceField(Brand.objects.all(), required=False)
+    series = forms.ModelChoiceField(Series.objects.all(), required=False)
+
+
+class DecisionForm(forms.Form):
+    outcome = forms.ChoiceField(choices=Decision.Outcome.choices)
+    candidate = forms.IntegerField(required=False)
+    sku = forms.IntegerField(required=False)
+    note = forms.CharField(required=False, max_length=2000)

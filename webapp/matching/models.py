@@ -1,0 +1,112 @@
+"""A match request: 1..N photos in, ranked SKU candidates out, then a human decision."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+
+
+class MatchRequest(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="match_requests"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    # Optional filters chosen by the appraiser.
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL)
+    brand = models.ForeignKey(Brand, null=True, blank=True, on_delete=models.SET_NULL)
+    series = models.ForeignKey(Series, null=True, blank=True, on_delete=models.SET_NULL)
+    # Filters dropped because nothing passed them, e.g. ["series", "brand"].
+    relaxed_filters = models.JSONField(default=list, blank=True)
+    model_version = models.CharField(max_length=120, blank=True)
+    index_version = models.CharField(max_length=120, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    timings_ms = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Match #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.finished_at and self.created_at:
+            return (self.finished_at - self.created_at).total_seconds() * 1000
+        return None
+
+
+class QueryPhoto(models.Model):
+    request = models.ForeignKey(MatchRequest, on_delete=models.CASCADE, related_name="photos")
+    position = models.PositiveSmallIntegerField()
+    original = models.FileField(upload_to="uploads/original/%Y/%m/")
+    # EXIF-oriented RGB JPEG: what the model sees and the browser shows.
+    image = models.ImageField(upload_to="uploads/normalised/%Y/%m/")
+    original_name = models.CharField(max_length=255, blank=True)
+    original_format = models.CharField(max_length=10)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    # Item box in pixels of `image`; null until detection has run.
+    box = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["request_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="photo_position_unique")
+        ]
+
+
+class Candidate(models.Model):
+    request = models.ForeignKey(MatchRequest, on_delete=models.CASCADE, related_name="candidates")
+    rank = models.PositiveSmallIntegerField()
+    sku = models.ForeignKey(SKU, on_delete=models.PROTECT, related_name="+")
+    score = models.FloatField(help_text="cosine similarity mapped to [0, 1]")
+    cosine = models.FloatField()
+    query_photo = models.ForeignKey(QueryPhoto, on_delete=models.CASCADE, related_name="+")
+    reference_image = models.ForeignKey(
+        SKUImage, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["request_id", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "rank"], name="candidate_rank_unique")
+        ]
+
+
+class Decision(models.Model):
+    class Outcome(models.TextChoices):
+        ACCEPT = "accept", "Accepted a candidate"
+        REJECT = "reject", "Rejected all"
+        OTHER_SKU = "other_sku", "Attached another SKU"
+
+    request = models.OneToOneField(MatchRequest, on_delete=models.CASCADE, related_name="decision")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    sku = models.ForeignKey(SKU, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    decided_at = models.DateTimeField(auto_now_add=True)
+    note = models.TextField(blank=True)
+    # The versions in force when the decision was made.
+    model_version = models.CharField(max_length=120, blank=True)
+    index_version = models.CharField(max_length=120, blank=True)

@@ -1,0 +1,252 @@
+"""Match requests: create, run (from the task), fail, retry, decide."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ml.images import load_rgb
+from webapp import ml_gateway
+from webapp.catalog.models import SKU, Brand, Category, Series
+from webapp.catalog.selectors import reference_ids_for_filters
+from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
+from webapp.matching.validation import UploadedPhoto, ValidPhoto, validate_photos
+
+logger = logging.getLogger(__name__)
+
+
+class StorageFullError(OSError):
+    pass
+
+
+class DecisionError(ValueError):
+    pass
+
+
+def _enqueue(request_id: int) -> None:
+    from webapp.matching.tasks import run_match
+
+    transaction.on_commit(lambda: run_match.delay(request_id))
+
+
+def _delete_files(photos: Sequence[QueryPhoto]) -> None:
+    for photo in photos:
+        for field in (photo.original, photo.image):
+            if field and field.name:
+                field.storage.delete(field.name)
+
+
+def match_request_create(
+    *,
+    user: AbstractBaseUser,
+    uploads: Sequence[UploadedPhoto],
+    category: Category | None = None,
+    brand: Brand | None = None,
+    series: Series | None = None,
+) -> MatchRequest:
+    """Validate every photo, then store the request and its photos together and enqueue it.
+
+    Raises PhotoValidationError (nothing stored) or StorageFullError (nothing kept).
+    """
+    valid = validate_photos(uploads)
+    saved: list[QueryPhoto] = []
+    try:
+        with transaction.atomic():
+            request = MatchRequest.objects.create(
+                created_by=user, category=category, brand=brand, series=series
+            )
+            for position, photo in enumerate(valid):
+                saved.append(_photo_store(request, position, photo))
+            _enqueue(request.id)
+    except OSError as exc:
+        _delete_files(saved)
+        if exc.errno == errno.ENOSPC:
+            raise StorageFullError("The server's storage is full; nothing was saved.") from exc
+        raise
+    except BaseException:
+        _delete_files(saved)
+        raise
+    return request
+
+
+def _photo_store(request: MatchRequest, position: int, photo: ValidPhoto) -> QueryPhoto:
+    row = QueryPhoto(
+        request=request,
+        position=position,
+        original_name=photo.name[:255],
+        original_format=photo.original_format,
+        width=photo.width,
+        height=photo.height,
+    )
+    stem = f"m{request.id}-{position}"
+    row.original.save(f"{stem}.{photo.extension}", ContentFile(photo.original), save=False)
+    row.image.save(f"{stem}.jpg", ContentFile(photo.normalised_jpeg), save=False)
+    row.save()
+    return row
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    allowed_reference_ids: np.ndarray | None
+    relaxed: list[str]
+
+
+def filter_plan(request: MatchRequest) -> FilterPlan:
+    """Honour the filters exactly; when nothing passes, drop series, then brand, then category."""
+    levels = {"category": request.category_id, "brand": request.brand_id, "series": request.series_id}
+    if not any(levels.values()):
+        return FilterPlan(None, [])
+    relaxed: list[str] = []
+    for drop in ("series", "brand", "category", None):
+        ids = reference_ids_for_filters(
+            category_id=levels["category"], brand_id=levels["brand"], series_id=levels["series"]
+        )
+        if ids:
+            return FilterPlan(np.asarray(ids, dtype=np.int64), relaxed)
+        if drop is None:
+            break
+        if levels[drop]:
+            levels[drop] = None
+            relaxed.append(drop)
+    return FilterPlan(None, relaxed)
+
+
+def _claim(request_id: int) -> bool:
+    """Compare-and-swap to RUNNING; a redelivered task may re-claim a RUNNING row."""
+    claimed = MatchRequest.objects.filter(
+        pk=request_id, status__in=[MatchRequest.Status.QUEUED, MatchRequest.Status.RUNNING]
+    ).update(
+        status=MatchRequest.Status.RUNNING,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        stage="embedding",
+        progress=20,
+    )
+    return claimed == 1
+
+
+def match_request_run(*, request_id: int) -> bool:
+    """Run the pipeline and store candidates exactly once. Returns False if already finished."""
+    if not _claim(request_id):
+        return False
+    request = MatchRequest.objects.get(pk=request_id)
+    photos = list(request.photos.order_by("position"))
+    started = time.perf_counter()
+    images = []
+    for photo in photos:
+        with photo.image.open("rb") as handle:
+            images.append(load_rgb(handle.read()))
+    load_ms = (time.perf_counter() - started) * 1000
+    plan = filter_plan(request)
+    if settings.MATCH_TEST_DELAY_S:
+        time.sleep(settings.MATCH_TEST_DELAY_S)
+    result = ml_gateway.match(
+        images, allowed_reference_ids=plan.allowed_reference_ids, top_k=settings.MATCH_TOP_K
+    )
+    MatchRequest.objects.filter(pk=request_id).update(stage="storing", progress=90)
+
+    started = time.perf_counter()
+    with transaction.atomic():
+        locked = MatchRequest.objects.select_for_update().get(pk=request_id)
+        if locked.status != MatchRequest.Status.RUNNING:
+            return False
+        locked.candidates.all().delete()
+        Candidate.objects.bulk_create(
+            Candidate(
+                request=locked,
+                rank=rank,
+                sku_id=hit.sku_id,
+                score=hit.score,
+                cosine=hit.cosine,
+                query_photo=photos[hit.query_index],
+                reference_image_id=hit.reference_id,
+            )
+            for rank, hit in enumerate(result.candidates, start=1)
+        )
+        timings = {"load": load_ms, **result.timings_ms}
+        timings["store"] = (time.perf_counter() - started) * 1000
+        locked.status = MatchRequest.Status.DONE
+        locked.stage = ""
+        locked.progress = 100
+        locked.error = ""
+        locked.relaxed_filters = plan.relaxed
+        locked.model_version = result.model_version
+        locked.index_version = result.index_version
+        locked.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+        locked.finished_at = timezone.now()
+        locked.save()
+    return True
+
+
+def match_request_fail(*, request_id: int, error: str) -> None:
+    MatchRequest.objects.filter(pk=request_id).exclude(status=MatchRequest.Status.DONE).update(
+        status=MatchRequest.Status.FAILED, error=error[:2000], stage="", finished_at=timezone.now()
+    )
+
+
+def match_request_retry(*, request: MatchRequest) -> MatchRequest:
+    with transaction.atomic():
+        updated = MatchRequest.objects.filter(
+            pk=request.pk, status=MatchRequest.Status.FAILED
+        ).update(status=MatchRequest.Status.QUEUED, error="", progress=0, finished_at=None)
+        if updated:
+            _enqueue(request.pk)
+    request.refresh_from_db()
+    return request
+
+
+def decision_record(
+    *,
+    request: MatchRequest,
+    user: AbstractBaseUser,
+    outcome: str,
+    candidate_id: int | None = None,
+    sku_id: int | None = None,
+    note: str = "",
+) -> Decision:
+    """Record the appraiser's verdict. Rejections and corrections become bad cases."""
+    from webapp.review.services import bad_case_open_for
+
+    if request.status != MatchRequest.Status.DONE:
+        raise DecisionError("This match has not finished yet.")
+    if Decision.objects.filter(request=request).exists():
+        raise DecisionError("A decision has already been recorded for this match.")
+    candidate = None
+    sku = None
+    if outcome == Decision.Outcome.ACCEPT:
+        candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
+        if candidate is None:
+            raise DecisionError("Pick one of this match's candidates.")
+        sku = candidate.sku
+    elif outcome == Decision.Outcome.OTHER_SKU:
+        sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
+        if sku is None:
+            raise DecisionError("Choose an existing, active SKU.")
+    elif outcome != Decision.Outcome.REJECT:
+        raise DecisionError(f"Unknown outcome {outcome!r}.")
+    with transaction.atomic():
+        decision = Decision.objects.create(
+            request=request,
+            outcome=outcome,
+            sku=sku,
+            candidate=candidate,
+            decided_by=user,
+            note=note,
+            model_version=request.model_version,
+            index_version=request.index_version,
+        )
+        below_threshold = candidate is not None and candidate.score < settings.CONFIDENT_SCORE
+        if outcome != Decision.Outcome.ACCEPT or below_threshold:
+            bad_case_open_for(decision=decision)
+    return decision

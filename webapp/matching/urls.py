@@ -1,0 +1,13 @@
+from django.urls import path
+
+from webapp.matching import views
+
+app_name = "matching"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("new", views.create, name="create"),
+    path("skus", views.sku_lookup, name="sku_lookup"),
+    path("<int:request_id>/", views.detail, name="detail"),
+    path("<int:request_id>/decide", views.decide, name="decide"),
+    path("<int:request_id>/retry", views.retry, name="retry"),
+]

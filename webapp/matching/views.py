@@ -1,0 +1,142 @@
+"""Appraiser pages. Views translate HTTP to services and back; nothing else."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from webapp.accounts.roles import Role, role_required
+from webapp.catalog.selectors import filter_choices, sku_search
+from webapp.matching.forms import DecisionForm, MatchRequestForm
+from webapp.matching.models import MatchRequest
+from webapp.matching.selectors import recent_requests, request_with_candidates
+from webapp.matching.services import (
+    DecisionError,
+    StorageFullError,
+    decision_record,
+    match_request_create,
+    match_request_retry,
+)
+from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
+
+
+def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
+    try:
+        match = request_with_candidates(request_id=request_id)
+    except MatchRequest.DoesNotExist as exc:
+        raise Http404("No such match") from exc
+    return match
+
+
+@role_required(Role.APPRAISER)
+@require_GET
+def home(request: HttpRequest) -> TemplateResponse:
+    return TemplateResponse(
+        request,
+        "matching/home.html",
+        {
+            "form": MatchRequestForm(),
+            "recent": recent_requests(user=request.user),
+            "max_photos": settings.MATCH_MAX_PHOTOS,
+            "max_mb": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
+            **filter_choices(),
+        },
+    )
+
+
+@role_required(Role.APPRAISER)
+@require_POST
+def create(request: HttpRequest) -> HttpResponse:
+    errors: list[str] = []
+    try:
+        uploads = upload_list(request)
+    except UploadRejected as exc:
+        uploads, errors = [], [str(exc)]
+    form = MatchRequestForm(request.POST if not errors else None)
+    if not errors and not form.is_valid():
+        errors = [f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items()]
+    elif not errors:
+        try:
+            match = match_request_create(
+                user=request.user,
+                uploads=uploads,
+                category=form.cleaned_data["category"],
+                brand=form.cleaned_data["brand"],
+                series=form.cleaned_data["series"],
+            )
+        except PhotoValidationError as exc:
+            errors = exc.messages
+        except StorageFullError as exc:
+            errors = [str(exc)]
+        else:
+            url = reverse("matching:detail", args=[match.pk])
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    if request.htmx:
+        return TemplateResponse(request, "matching/_errors.html", {"errors": errors}, status=422)
+    for error in errors:
+        messages.error(request, error)
+    return redirect("matching:home")
+
+
+@role_required(Role.APPRAISER)
+@require_GET
+def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
+    match = _load_request(request, request_id)
+    template = "matching/_result.html" if request.htmx else "matching/detail.html"
+    return TemplateResponse(
+        request,
+        template,
+        {"match": match, "confident_score": settings.CONFIDENT_SCORE},
+    )
+
+
+@role_required(Role.APPRAISER)
+@require_POST
+def decide(request: HttpRequest, request_id: int) -> HttpResponse:
+    match = get_object_or_404(MatchRequest, pk=request_id)
+    form = DecisionForm(request.POST)
+    if form.is_valid():
+        try:
+            decision_record(
+                request=match,
+                user=request.user,
+                outcome=form.cleaned_data["outcome"],
+                candidate_id=form.cleaned_data["candidate"],
+                sku_id=form.cleaned_data["sku"],
+                note=form.cleaned_data["note"],
+            )
+        except DecisionError as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, "The decision was incomplete.")
+    url = reverse("matching:detail", args=[request_id])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@role_required(Role.APPRAISER)
+@require_POST
+def retry(request: HttpRequest, request_id: int) -> HttpResponse:
+    match_request_retry(request=get_object_or_404(MatchRequest, pk=request_id))
+    url = reverse("matching:detail", args=[request_id])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@role_required(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)
+@require_GET
+def sku_lookup(request: HttpRequest) -> TemplateResponse:
+    query = request.GET.get("q", "").strip()
+    return TemplateResponse(
+        request,
+        "matching/_sku_results.html",
+        {
+            "skus": sku_search(query=query) if query else [],
+            "query": query,
+            "request_id": request.GET.get("request_id"),
+        },
+    )
