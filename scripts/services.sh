@@ -10,7 +10,7 @@ if [ -z "$cluster" ]; then
   pg_createcluster 15 main >/dev/null
   cluster="15 main"
 fi
-pg_ctlcluster $cluster start 2>/dev/null || true
+pg_ctlcluster $cluster start >/dev/null 2>&1 || true
 for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 && break; sleep 0.2; done
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='skulens'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"CREATE ROLE skulens LOGIN CREATEDB PASSWORD 'skulens'\""

@@ -24,12 +24,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             if options["grocery"]:
-                root = options["grocery"].resolve()
+                root = Path(options["grocery"]).resolve()
                 rows, image_root = list(grocery_rows(root)), root
             elif options["csv"]:
-                csv_path = options["csv"].resolve()
+                csv_path = Path(options["csv"]).resolve()
                 rows = list(read_catalogue_csv(csv_path))
-                image_root = (options["images"] or csv_path.parent).resolve()
+                image_root = Path(options["images"] or csv_path.parent).resolve()
             else:
                 raise CommandError("give a CSV path or --grocery ROOT")
         except (CatalogueFormatError, FileNotFoundError) as exc:

@@ -1,0 +1,106 @@
+"""Fixtures for the Django suite: one user per role, a small real catalogue and index."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image
+
+from webapp import ml_gateway
+from webapp.accounts.roles import Role
+from webapp.accounts.services import user_create_with_role
+from webapp.catalog.demo import demo_skus, render_photo, write_demo_catalogue
+from webapp.catalog.importing import read_catalogue_csv
+from webapp.catalog.services import catalogue_import
+from webapp.config.celery import app as celery_app
+from webapp.learning.models import IndexVersion
+from webapp.learning.services import index_publish
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.INDEX_DIR = tmp_path / "index"
+    celery_app.conf.task_always_eager = True
+    ml_gateway.active_index.forget()
+    yield
+    ml_gateway.active_index.forget()
+
+
+def _user(role: Role) -> User:
+    return user_create_with_role(username=f"{role.value}-user", password=PASSWORD, role=role)
+
+
+@pytest.fixture
+def appraiser(db) -> User:
+    return _user(Role.APPRAISER)
+
+
+@pytest.fixture
+def qa_user(db) -> User:
+    return _user(Role.QA)
+
+
+@pytest.fixture
+def catalogue_admin(db) -> User:
+    return _user(Role.CATALOGUE_ADMIN)
+
+
+@pytest.fixture
+def no_role_user(db) -> User:
+    return User.objects.create_user("nobody", password=PASSWORD)
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("demo")
+    write_demo_catalogue(folder, photos_per_sku=1)
+    return folder
+
+
+# A handful of demo lines keeps each test's embedding cost to about a second.
+SMALL_CATALOGUE_SERIES = ("Lune", "Mercato", "Summit")
+
+
+@pytest.fixture
+def catalogue(db, demo_folder: Path) -> IndexVersion:
+    """Nine demo SKUs from three categories, imported and indexed with the real model."""
+    rows = [
+        row for row in read_catalogue_csv(demo_folder / "catalogue.csv")
+        if row.series in SMALL_CATALOGUE_SERIES
+    ]
+    rows = rows[:2] + [r for r in rows if r.series == "Mercato"][:2] + [
+        r for r in rows if r.series == "Summit"
+    ][:2]
+    report = catalogue_import(rows=rows, image_root=demo_folder)
+    assert not report.errors
+    return index_publish()
+
+
+def jpeg_bytes(image: Image.Image, **save_kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", **save_kwargs)
+    return buffer.getvalue()
+
+
+def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def demo_photo_upload(sku_code: str, seed: int = 7) -> SimpleUploadedFile:
+    sku = next(s for s in demo_skus() if s.code == sku_code)
+    return upload(f"{sku_code}.jpg", jpeg_bytes(render_photo(sku, seed), quality=90))

@@ -1,0 +1,166 @@
+"""The match flow through its services and the task, with the real model and index."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings as django_settings
+
+from tests.webapp.conftest import demo_photo_upload, upload
+from webapp.catalog.models import SKU, Category, Series, SKUImage
+from webapp.matching.models import Decision, MatchRequest
+from webapp.matching.services import (
+    DecisionError,
+    decision_record,
+    match_request_create,
+    match_request_fail,
+    match_request_retry,
+    match_request_run,
+)
+from webapp.matching.tasks import run_match
+from webapp.review.models import BadCase
+
+
+def _create_and_run(appraiser, uploads, **filters) -> MatchRequest:
+    request = match_request_create(user=appraiser, uploads=uploads, **filters)
+    assert match_request_run(request_id=request.pk)
+    request.refresh_from_db()
+    return request
+
+
+def test_catalogue_image_finds_its_own_sku_first(appraiser, catalogue) -> None:
+    reference = SKUImage.objects.select_related("sku").first()
+    with reference.image.open("rb") as handle:
+        data = handle.read()
+    request = _create_and_run(appraiser, [upload("ref.png", data, "image/png")])
+    top = request.candidates.first()
+    assert request.status == MatchRequest.Status.DONE
+    assert top.sku_id == reference.sku_id
+    assert top.score == pytest.approx(1.0, abs=1e-3)
+    assert top.reference_image_id is not None
+    assert request.model_version and request.index_version == catalogue.name
+    assert set(request.timings_ms) >= {"load", "embed", "search", "fuse", "store"}
+
+
+def test_candidates_are_one_per_sku_ranked_with_scores_in_unit_range(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    candidates = list(request.candidates.all())
+    assert len(candidates) == min(django_settings.MATCH_TOP_K, SKU.objects.count())
+    assert len({c.sku_id for c in candidates}) == len(candidates)
+    scores = [c.score for c in candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert [c.rank for c in candidates] == list(range(1, len(candidates) + 1))
+
+
+def test_multi_photo_query_uses_every_photo(appraiser, catalogue) -> None:
+    uploads = [demo_photo_upload("DEMO-VEL-MER-01", seed) for seed in (1, 2, 3)]
+    request = _create_and_run(appraiser, uploads)
+    assert request.photos.count() == 3
+    assert {c.query_photo.position for c in request.candidates.all()} <= {0, 1, 2}
+
+
+def test_category_filter_is_honoured_exactly(appraiser, catalogue) -> None:
+    totes = Category.objects.get(name="Totes")
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")], category=totes)
+    assert request.relaxed_filters == []
+    categories = {c.sku.series.brand.category_id for c in request.candidates.all()}
+    assert categories == {totes.pk}
+
+
+def test_filter_with_no_reference_images_is_relaxed_and_recorded(appraiser, catalogue) -> None:
+    empty_series = Series.objects.create(
+        brand=Series.objects.get(name="Lune").brand, name="Empty series"
+    )
+    request = _create_and_run(
+        appraiser,
+        [demo_photo_upload("DEMO-MAI-LUN-01")],
+        brand=empty_series.brand,
+        series=empty_series,
+    )
+    assert request.relaxed_filters == ["series"]
+    assert {c.sku.series.brand_id for c in request.candidates.all()} == {empty_series.brand_id}
+
+
+def test_rerun_is_idempotent(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    before = list(request.candidates.values_list("id", flat=True))
+    assert match_request_run(request_id=request.pk) is False
+    assert list(request.candidates.values_list("id", flat=True)) == before
+
+
+def test_task_records_failure_and_retry_completes(appraiser, catalogue, monkeypatch) -> None:
+    request = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-01")])
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("GPU fell over")
+
+    monkeypatch.setattr("webapp.ml_gateway.match", broken)
+    run_match.apply(args=[request.pk])
+    request.refresh_from_db()
+    assert request.status == MatchRequest.Status.FAILED
+    assert "GPU fell over" in request.error
+
+    monkeypatch.undo()
+    match_request_retry(request=request)
+    request.refresh_from_db()
+    assert request.status == MatchRequest.Status.QUEUED
+    run_match.apply(args=[request.pk])
+    request.refresh_from_db()
+    assert request.status == MatchRequest.Status.DONE
+    assert request.candidates.exists()
+
+
+def test_fail_never_overwrites_a_finished_match(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    match_request_fail(request_id=request.pk, error="late duplicate")
+    request.refresh_from_db()
+    assert request.status == MatchRequest.Status.DONE
+
+
+def test_accept_attaches_the_sku_without_a_bad_case_when_confident(
+    appraiser, catalogue, settings
+) -> None:
+    settings.CONFIDENT_SCORE = 0.0
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    top = request.candidates.first()
+    decision = decision_record(
+        request=request, user=appraiser, outcome=Decision.Outcome.ACCEPT, candidate_id=top.pk
+    )
+    assert decision.sku_id == top.sku_id
+    assert decision.model_version == request.model_version
+    assert decision.index_version == request.index_version
+    assert not BadCase.objects.exists()
+    with pytest.raises(DecisionError, match="already"):
+        decision_record(request=request, user=appraiser, outcome=Decision.Outcome.REJECT)
+
+
+def test_reject_opens_a_bad_case_with_the_margin(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    decision_record(request=request, user=appraiser, outcome=Decision.Outcome.REJECT)
+    case = BadCase.objects.get(request=request)
+    first, second = request.candidates.all()[:2]
+    assert case.margin == pytest.approx(first.score - second.score)
+    assert case.status == BadCase.Status.OPEN
+
+
+def test_other_sku_correction_opens_a_bad_case_with_the_sku(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    sku = SKU.objects.get(code="DEMO-KIR-SUM-01")
+    decision_record(
+        request=request, user=appraiser, outcome=Decision.Outcome.OTHER_SKU, sku_id=sku.pk
+    )
+    assert BadCase.objects.get(request=request).correct_sku == sku
+
+
+def test_decision_refused_before_the_match_finishes(appraiser, catalogue) -> None:
+    request = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-01")])
+    with pytest.raises(DecisionError, match="not finished"):
+        decision_record(request=request, user=appraiser, outcome=Decision.Outcome.REJECT)
+
+
+def test_accept_needs_a_candidate_of_this_match(appraiser, catalogue) -> None:
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    with pytest.raises(DecisionError, match="candidates"):
+        decision_record(
+            request=request, user=appraiser, outcome=Decision.Outcome.ACCEPT, candidate_id=999999
+        )
