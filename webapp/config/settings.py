@@ -135,10 +135,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         data_folder_in=str(CELERY_BROKER_DIR / "queue"),
         data_folder_out=str(CELERY_BROKER_DIR / "queue"),
         processed_folder=str(CELERY_BROKER_DIR / "processed"),
+        control_folder=str(CELERY_BROKER_DIR / "control"),
         store_processed=False,
     )
     # Both the web process (publisher) and the worker need the folders.
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

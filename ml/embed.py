@@ -1,0 +1,222 @@
+"""Inference wrapper: PIL images -> L2-normalised float32 embeddings ``[n, dim]``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ml.model import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    EmbeddingNet,
+    build_model,
+    is_known_backbone,
+    load_checkpoint,
+    preprocess,
+)
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Use every core for intra-op parallelism.
+
+    Importing ultralytics sets ``OMP_NUM_THREADS=1``, which would silently make CPU inference
+    several times slower, so the thread count is always set explicitly.
+    """
+    n = n or os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Embedder:
+    """An :class:`EmbeddingNet` in eval mode on one device, embedding batches of PIL images.
+
+    Attributes:
+        name: model version string, stable for a given weights file (e.g.
+            ``"efficientnet_lite0-imagenet"`` or ``"<checkpoint stem>-<sha256[:12]>"``).
+        dim: embedding size.
+    """
+
+    def __init__(self, model: EmbeddingNet, *, name: str, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            configure_threads()
+        self.model = model.to(self.device).eval()
+        self.name = name
+        self.dim = model.dim
+        self.image_size = model.image_size
+
+    @property
+    def config(self) -> dict[str, object]:
+        return dict(self.model.config)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """``images`` -> normalised ``[n, 3, image_size, image_size]`` on the CPU."""
+        return preprocess(
+            images,
+            self.image_size,
+            normalisation=self.model.normalisation,
+            resize=self.model.resize_mode,
+        )
+
+    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
+        """Already preprocessed ``x [n, 3, H, W]`` -> ``[n, dim]`` float32."""
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            out = self.model(x.to(self.device, non_blocking=True))
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def embed(self, images: Sequence[Image.Image], *, batch_size: int = 32) -> np.ndarray:
+        """Embed RGB images.
+
+        Args:
+            images: any sizes; each is resized with the model's evaluation preprocessing.
+            batch_size: images per forward pass.
+
+        Returns:
+            ``[n, dim]`` float32, each row L2-normalised.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            out[start : start + len(chunk)] = self.embed_tensor(self.preprocess(chunk))
+        return out
+
+
+def _load_batch(paths: Sequence[str | Path]) -> list[Image.Image]:
+    from ml.images import ImageDecodeError, load_rgb
+
+    images = []
+    for path in paths:
+        try:
+            images.append(load_rgb(path))
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(f"{path}: {exc}") from exc
+    return images
+
+
+def embed_files(
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> np.ndarray:
+    """Decode (``ml.images.load_rgb``) and embed image files, decoding the next batch in a
+    background thread while the current one runs through the network.
+
+    Returns:
+        ``[len(paths), dim]`` float32, L2-normalised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = np.empty((len(paths), embedder.dim), dtype=np.float32)
+    starts = list(range(0, len(paths), batch_size))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="img", leave=False)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load_batch, paths[0:batch_size]) if starts else None
+        for n, start in enumerate(starts):
+            assert pending is not None
+            images = pending.result()
+            if n + 1 < len(starts):
+                nxt = starts[n + 1]
+                pending = pool.submit(_load_batch, paths[nxt : nxt + batch_size])
+            out[start : start + len(images)] = embedder.embed(images, batch_size=batch_size)
+            if bar is not None:
+                bar.update(len(images))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def measure_latency(
+    embedder: Embedder, image: Image.Image, *, runs: int = 20, warmup: int = 3
+) -> dict[str, float]:
+    """Batch-1 latency in ms: median and min over ``runs`` of preprocess + forward, and of the
+    forward pass alone."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        embedder.embed([image])
+    x = embedder.preprocess([image])
+    total, forward = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        embedder.embed([image])
+        total.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        embedder.embed_tensor(x)
+        forward.append((time.perf_counter() - t0) * 1000)
+    return {
+        "embed_median_ms": statistics.median(total),
+        "embed_min_ms": min(total),
+        "forward_median_ms": statistics.median(forward),
+        "threads": float(torch.get_num_threads()),
+    }
+
+
+def load_embedder(model: str | None = None, *, device: str = "auto") -> Embedder:
+    """Build an :class:`Embedder`.
+
+    Args:
+        model: ``None`` (the default backbone), a pretrained backbone name
+            (``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"timm:<name>"``...),
+            or the path of a checkpoint written by :func:`ml.model.save_checkpoint`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    """
+    model = model or DEFAULT_BACKBONE
+    path = Path(model)
+    if path.is_file():
+        net, _config = load_checkpoint(path)
+        name = f"{path.stem}-{file_sha256(path)[:12]}"
+    elif is_known_backbone(model):
+        net = build_model(model, pretrained=True)
+        name = f"{model.replace(':', '-')}-imagenet"
+    else:
+        known = ", ".join(sorted(BACKBONES))
+        raise FileNotFoundError(f"{model!r} is neither a checkpoint file nor a backbone ({known})")
+    return Embedder(net, name=name, device=device)
+
+
+__all__ = [
+    "Embedder",
+    "configure_threads",
+    "embed_files",
+    "file_sha256",
+    "load_embedder",
+    "measure_latency",
+    "resolve_device",
+]

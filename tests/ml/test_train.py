@@ -1,0 +1,182 @@
+"""Trainer on a tiny synthetic catalogue: learns, repeats with a seed, writes a loadable model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from ml.train import TrainConfig, Trainer, freeze_early_blocks, lr_lambda
+from ml.train_data import read_training_csv, split_holdout
+
+COLOURS = [(220, 40, 40), (40, 180, 60), (40, 60, 220), (230, 200, 30)]
+SHAPES = ["box", "disc", "box", "disc"]
+
+
+def _draw(label: int, variant: int, catalogue: bool) -> Image.Image:
+    rng = np.random.default_rng(label * 100 + variant)
+    bg = (255, 255, 255) if catalogue else tuple(int(c) for c in rng.integers(60, 200, 3))
+    img = Image.new("RGB", (48, 48), bg)
+    d = ImageDraw.Draw(img)
+    off = 0 if catalogue else int(rng.integers(-6, 7))
+    box = (12 + off, 10 + off, 36 + off, 38 + off)
+    if SHAPES[label] == "box":
+        d.rectangle(box, fill=COLOURS[label])
+    else:
+        d.ellipse(box, fill=COLOURS[label])
+    return img
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    rows = []
+    for label in range(4):
+        for v in range(7):
+            catalogue = v == 0
+            path = root / f"l{label}_{v}.png"
+            _draw(label, v, catalogue).save(path)
+            rows.append(
+                {
+                    "path": path.name,
+                    "label": f"sku{label}",
+                    "category": SHAPES[label],
+                    "brand": "acme" if label < 2 else "",
+                    "role": "catalogue" if catalogue else "photo",
+                    "negatives": "sku1" if (label == 0 and v == 3) else "",
+                }
+            )
+    out = root / "train.csv"
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data=str(data),
+        out=str(out),
+        holdout=0.2,
+        embedding_dim=16,
+        image_size=32,
+        epochs=3,
+        classes_per_batch=4,
+        samples_per_class=3,
+        batches_per_epoch=4,
+        lr_backbone=1e-3,
+        lr_head=1e-2,
+        warmup_epochs=0.5,
+        augment={"crop": 1.0, "lighting": 0.3},
+        threads=2,
+        progress=False,
+        patience=10,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    f = lr_lambda(total_steps=110, warmup_steps=10, min_ratio=0.1)
+    assert [f(s) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_holdout_is_per_label_and_keeps_catalogue(tiny_csv: Path) -> None:
+    items = read_training_csv(tiny_csv)
+    train, held = split_holdout(items, 0.3, seed=0)
+    assert all(it.role == "photo" for it in held)
+    assert {it.label for it in held} == {f"sku{i}" for i in range(4)}
+    assert sum(it.role == "catalogue" for it in train) == 4
+    assert len(held) == 4 * round(0.3 * 6)
+    assert not {it.path for it in train} & {it.path for it in held}
+
+
+def test_training_reduces_loss_repeats_and_saves(tiny_csv: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        trainer = Trainer(_config(tiny_csv, tmp_path / name, multitask=True, level_weight=0.5))
+        runs.append(trainer.fit())
+    a, b = runs
+    epochs_a = [r for r in a if r["epoch"] > 0]
+    assert [r["loss"] for r in epochs_a] == [r["loss"] for r in b if r["epoch"] > 0]
+    assert epochs_a[-1]["loss"] < epochs_a[0]["loss"]
+    assert {"metric", "level", "attr", "val_r1", "img_per_s"} <= set(epochs_a[0])
+
+    from ml.embed import load_embedder
+    from ml.model import load_checkpoint
+
+    model, config = load_checkpoint(tmp_path / "a" / "model.pt")
+    assert model.dim == 16 and config["image_size"] == 32
+    assert config["train"]["loss"] == "multi_similarity"
+    assert config["train"]["attributes"] == ["category", "brand"]
+    emb = load_embedder(str(tmp_path / "a" / "model.pt"), device="cpu")
+    vecs = emb.embed([_draw(0, 1, False), _draw(2, 1, False)])
+    assert vecs.shape == (2, 16)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert "best_epoch" in history[-1]
+
+
+def test_frozen_bn_statistics_do_not_move(tiny_csv: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1, batches_per_epoch=2, holdout=0.0))
+    bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    trainer.fit()
+    assert torch.equal(before, bn.running_mean)
+
+
+def test_freeze_early_blocks_stops_gradients(tiny_csv: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
+    n = freeze_early_blocks(trainer.model, 3)
+    net = trainer.model.backbone.net
+    assert n > 0
+    assert not any(p.requires_grad for p in net._blocks[2].parameters())
+    assert all(p.requires_grad for p in net._blocks[3].parameters())
+
+
+def test_cli_forwards_to_trainer(tiny_csv: Path, tmp_path: Path) -> None:
+    from ml.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_csv),
+            "--out",
+            str(out),
+            "--loss",
+            "triplet_batchhard",
+            "--epochs",
+            "1",
+            "--batches-per-epoch",
+            "1",
+            "--image-size",
+            "32",
+            "--dim",
+            "8",
+            "--classes-per-batch",
+            "2",
+            "--samples-per-class",
+            "2",
+            "--holdout",
+            "0",
+            "--augment",
+            "background=0.5",
+            "--no-progress",
+            "--threads",
+            "2",
+        ]
+    )
+    assert rc == 0
+    assert (out / "model.pt").is_file()
