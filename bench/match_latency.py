@@ -4,7 +4,7 @@ Runs the real path in one process: validation and storage (match_request_create)
 runs the match task eagerly (load, embed, search, fuse, store). Time spent waiting in a broker
 queue is excluded. Usage:
 
-    python bench/match_latency.py [--runs 30]
+    python bench/match_latency.py [--runs 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     args = parser.parse_args()
 
     var = Path(tempfile.mkdtemp(prefix="skulens-bench-"))
     os.environ.update(
         SKULENS_VAR_DIR=str(var), DJANGO_DEBUG="true", CELERY_TASK_ALWAYS_EAGER="true",
-        SKULENS_LOG_LEVEL="WARNING",
+        SKULENS_LOG_LEVEL="WARNING", SKULENS_TORCH_THREADS=str(args.threads),
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings")
     import django
@@ -38,6 +39,7 @@ def main() -> None:
     django.setup()
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
+
     from webapp.accounts.roles import Role
     from webapp.accounts.services import user_create_with_role
     from webapp.catalog.models import SKUImage

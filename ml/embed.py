@@ -23,13 +23,20 @@ from ml.model import (
 )
 
 
-def configure_threads(n: int | None = None) -> int:
-    """Use every core for intra-op parallelism.
+_requested_threads: int | None = None
 
-    Importing ultralytics sets ``OMP_NUM_THREADS=1``, which would silently make CPU inference
-    several times slower, so the thread count is always set explicitly.
+
+def configure_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads: `n`, else the last explicit request, else every core.
+
+    Importing ultralytics sets ``OMP_NUM_THREADS=1`` and its device selection sets torch to
+    ``cpu_count - 1`` threads, which would silently slow CPU inference, so the count is set
+    explicitly after each of those.
     """
-    n = n or os.cpu_count() or 1
+    global _requested_threads
+    if n:
+        _requested_threads = n
+    n = _requested_threads or os.cpu_count() or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -2,16 +2,27 @@
 
 Vectors are L2-normalised embeddings, so inner product = cosine similarity.
 
-Index type by size:
+Index type by size (:meth:`VectorIndex.build`; numbers in docs/benchmarks.md, "Index at 1M
+vectors"):
 
 * below :data:`IVF_THRESHOLD` vectors: ``IndexIDMap2(IndexFlatIP)``, exact;
-* from :data:`IVF_THRESHOLD` up: ``IndexIVFFlat`` (inner product) trained on the data, with a
-  hashtable direct map so that arbitrary ids can be removed and reconstructed.
+* from :data:`IVF_THRESHOLD` up: IVF (inner product, ``nlist ~ 4 sqrt(n)``) with vectors stored
+  as float16 (``IndexIVFScalarQuantizer(QT_fp16)``: same recall as float32 on our benchmark,
+  1.35x the speed, half the memory) and a hashtable direct map so that arbitrary ids can be
+  removed and reconstructed (HNSW could not remove). ``nprobe`` is tuned at build time on a
+  sample of the data to reach :data:`TUNE_RECALL` recall@10 against exact search.
 
-Filtered search (``allowed_ids``) is always exact about the filter: Faiss's ``IDSelector``
-guarantees no id outside the set is returned, and on IVF a small allowed set is searched by
-brute force over its reconstructed vectors, so an item can never be missed because its inverted
-list was not probed.
+Filtered search (``allowed_ids``) honours the filter exactly, in 100% of results:
+
+* flat index, or at most :data:`EXACT_FILTER_MAX` allowed vectors: brute force over the
+  allowed vectors (exact; one sgemm, cheaper than a selector scan or probing);
+* more, on IVF: ``IDSelector`` over the probed lists; a query whose probed lists hold fewer than
+  ``max(MIN_FILTER_CANDIDATES, 10 k)`` allowed vectors probes further lists, nearest first, until
+  they do, so a filter unrelated to the query's neighbourhood does not starve it.
+
+Faiss GPU ignores selectors, so on a GPU device filtered search goes through
+:mod:`ml.gpu_search` instead (over-fetch + membership test, or brute force over the subset);
+``use_device("cpu-no-selector")`` runs that same code on CPU for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -27,16 +38,34 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ml import gpu_search
+from ml.gpu_search import SearchDevice, filtered_search, numpy_knn, subset_search
+
 _faiss: Any = faiss  # untyped access to SWIG names the stubs lack
 
-# Below this many vectors a flat index is exact and fast enough (to be re-measured on the
-# production catalogue; see docs/benchmarks.md).
+# Flat below, IVF from here up: the measured size at which tuned IVF overtakes exact flat
+# search in batched throughput (bench/index_scale.py --threshold; docs/benchmarks.md).
 IVF_THRESHOLD = 200_000
-DEFAULT_NPROBE = 32
-# IVF + filter: up to this many allowed ids are scored exactly by brute force.
-EXACT_FILTER_MAX = 50_000
+# nprobe when a build is not tuned (tune=False) or meta lacks it: the tuned value at 1M.
+DEFAULT_NPROBE = 8
+# build() tunes nprobe to reach this recall@10 on a sample of the data; the margin over the
+# 0.98 target absorbs the sample's noise (512 queries: standard error ~0.002).
+TUNE_RECALL = 0.985
+TUNE_QUERIES = 512
+NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+# Filters allowing up to this many vectors are scored exactly by brute force.
+EXACT_FILTER_MAX = 5_000
+# IVF + filter: a query probes lists until they hold at least this many allowed vectors
+# (at least 10 per result asked for).
+MIN_FILTER_CANDIDATES = 100
+FILTER_CANDIDATES_PER_K = 10
+# IDSelectorBitmap (a bit test per scanned id, ~2x faster than IDSelectorBatch's hash set at 1M)
+# when the largest allowed id fits a bitmap of this many bytes.
+BITMAP_MAX_BYTES = 16 * 2**20
 # k-means wants roughly 39+ training points per centroid.
 MIN_POINTS_PER_CENTROID = 39
+CODECS = ("fp16", "fp32")
+DEVICES = ("cpu", "gpu", "cpu-no-selector", "auto")
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.json"
@@ -73,6 +102,64 @@ def _as_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
     return arr
 
 
+def _selector(allowed_sorted: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A Faiss selector for the sorted unique ``allowed_sorted [m]`` (m >= 1), and the array
+    it points into, which must outlive the search."""
+    top = int(allowed_sorted[-1])
+    if allowed_sorted[0] >= 0 and (top >> 3) < BITMAP_MAX_BYTES:
+        bits = np.zeros((top >> 3) + 1, np.uint8)
+        # Ids are sorted and unique, so each byte's bits can be summed instead of OR-ed.
+        np.add.at(bits, allowed_sorted >> 3, (1 << (allowed_sorted & 7)).astype(np.uint8))
+        return _faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
+    return faiss.IDSelectorBatch(allowed_sorted), allowed_sorted
+
+
+def _empty(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+
+
+def _padded(dist: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Faiss results ``[q, kk]`` (kk <= k) -> ``[q, k]`` with ``-inf`` / ``-1`` where missing."""
+    scores, labels = _empty(len(found), k)
+    found = found.astype(np.int64, copy=False)
+    kk = found.shape[1]
+    labels[:, :kk] = found
+    scores[:, :kk] = np.where(found >= 0, dist, -np.inf)
+    return scores, labels
+
+
+class _IdTable:
+    """Sorted stored ids and, for IVF, the inverted list of each: O(log n) membership tests
+    (``np.isin`` against 1M ids costs ~100 ms a call), kept up to date by add/remove."""
+
+    def __init__(self, ids: np.ndarray, lists: np.ndarray | None) -> None:
+        order = np.argsort(ids, kind="stable")
+        self.ids = ids[order]
+        self.lists = lists[order] if lists is not None else None
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return gpu_search.is_member(ids, self.ids)
+
+    def lists_of(self, present_ids: np.ndarray) -> np.ndarray:
+        assert self.lists is not None
+        found: np.ndarray = self.lists[np.searchsorted(self.ids, present_ids)]
+        return found
+
+    def insert(self, ids: np.ndarray, lists: np.ndarray | None) -> None:
+        order = np.argsort(ids)
+        ids = ids[order]
+        pos = np.searchsorted(self.ids, ids)
+        self.ids = np.insert(self.ids, pos, ids)
+        if self.lists is not None and lists is not None:
+            self.lists = np.insert(self.lists, pos, lists[order])
+
+    def delete(self, present_ids: np.ndarray) -> None:
+        pos = np.searchsorted(self.ids, present_ids)
+        self.ids = np.delete(self.ids, pos)
+        if self.lists is not None:
+            self.lists = np.delete(self.lists, pos)
+
+
 class VectorIndex:
     """Inner-product index over L2-normalised vectors with explicit int64 ids.
 
@@ -89,7 +176,9 @@ class VectorIndex:
         self.dim = int(index.d)
         self.kind = "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
         self.nprobe = nprobe
-        self._ids_cache: np.ndarray | None = None
+        self._table: _IdTable | None = None
+        self._device: SearchDevice | None = None  # None: Faiss CPU with selectors
+        self.last_filter_stats: gpu_search.FilterStats | None = None
 
     # ----- construction -------------------------------------------------------------------
 
@@ -103,39 +192,75 @@ class VectorIndex:
 
     @classmethod
     def build(
-        cls, ids: np.ndarray, vectors: np.ndarray, *, kind: str = "auto", nlist: int | None = None
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        kind: str = "auto",
+        nlist: int | None = None,
+        codec: str = "fp16",
+        nprobe: int | None = None,
+        seed: int = 0,
     ) -> VectorIndex:
-        """Build from scratch, choosing the index type by size.
+        """Build from scratch (a full rebuild), choosing the index type by size.
 
         Args:
             ids: ``[n]`` int64, unique.
             vectors: ``[n, dim]`` float32, L2-normalised.
-            kind: ``"auto"`` (by :data:`IVF_THRESHOLD`), ``"flat"`` or ``"ivf"``.
+            kind: ``"auto"`` (flat below :data:`IVF_THRESHOLD` vectors, IVF from there),
+                ``"flat"`` or ``"ivf"``.
             nlist: IVF lists; default :func:`choose_nlist`.
+            codec: IVF vector storage, ``"fp16"`` (default) or ``"fp32"`` (``IndexIVFFlat``).
+            nprobe: IVF lists probed per query; default: tuned on ``vectors`` to reach
+                :data:`TUNE_RECALL` recall@10 (see :meth:`tune_nprobe`).
+            seed: for the k-means training sample and the tuning sample.
         """
         ids = _as_ids(ids)
         vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2:
             raise ValueError(f"expected vectors [n, dim], got shape {vectors.shape}")
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         dim = vectors.shape[1]
         if kind == "auto":
             kind = "ivf" if len(ids) >= IVF_THRESHOLD else "flat"
         if kind == "flat":
             index = cls.create(dim)
-        elif kind == "ivf":
-            nlist = nlist or choose_nlist(len(ids))
-            if len(ids) < nlist:
-                raise ValueError(f"IVF with {nlist} lists needs at least {nlist} training vectors")
-            quantizer = faiss.IndexFlatIP(dim)
-            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            ivf.train(_as_vectors(vectors, dim))
-            # Hashtable direct map: remove()/reconstruct() with arbitrary (non-sequential) ids.
-            ivf.set_direct_map_type(_faiss.DirectMap.Hashtable)
-            index = cls(ivf)
-            index._owned.append(quantizer)
-        else:
+            index.add(ids, vectors)
+            return index
+        if kind != "ivf":
             raise ValueError(f"kind must be auto, flat or ivf, got {kind!r}")
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
+        vectors = _as_vectors(vectors, dim)
+        nlist = nlist or choose_nlist(len(ids))
+        if len(ids) < nlist:
+            raise ValueError(f"IVF with {nlist} lists needs at least {nlist} training vectors")
+        quantizer = faiss.IndexFlatIP(dim)
+        if codec == "fp16":
+            ivf: Any = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, _faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = seed
+        rng = np.random.default_rng(seed)
+        # 39 points per centroid is what k-means needs; more only slows training down (at 1M:
+        # 156k points, ~80 s on 2 cores).
+        n_train = min(len(ids), nlist * 64)
+        sample = (
+            vectors
+            if n_train == len(ids)
+            else vectors[np.sort(rng.choice(len(ids), n_train, replace=False))]
+        )
+        ivf.train(sample)
+        # Hashtable direct map: remove()/reconstruct() with arbitrary (non-sequential) ids.
+        ivf.set_direct_map_type(_faiss.DirectMap.Hashtable)
+        index = cls(ivf, nprobe=nprobe or DEFAULT_NPROBE)
+        index._owned.append(quantizer)
         index.add(ids, vectors)
+        if nprobe is None:
+            index.tune_nprobe_on(vectors, ids, seed=seed)
         return index
 
     # ----- basic properties ---------------------------------------------------------------
@@ -149,31 +274,72 @@ class VectorIndex:
         """The wrapped Faiss index (for inspection and benchmarks)."""
         return self._index
 
+    @property
+    def codec(self) -> str:
+        """How vectors are stored: ``"fp32"`` (flat, ``IndexIVFFlat``) or ``"fp16"``."""
+        return "fp16" if isinstance(self._index, faiss.IndexIVFScalarQuantizer) else "fp32"
+
+    @property
+    def nlist(self) -> int:
+        """Inverted lists (0 for a flat index)."""
+        return int(self._index.nlist) if self.kind == "ivf" else 0
+
+    @property
+    def device(self) -> str:
+        """Where searches run: ``"cpu"``, ``"gpu"`` or ``"cpu-no-selector"``."""
+        return self._device.name if self._device is not None else "cpu"
+
     def __len__(self) -> int:
         return self.ntotal
 
-    def ids(self) -> np.ndarray:
-        """All stored ids ``[ntotal]`` int64 (flat: insertion order; IVF: by inverted list)."""
-        if self._ids_cache is None:
-            self._ids_cache = self._read_ids()
-        return self._ids_cache.copy()
+    def _ids_table(self) -> _IdTable:
+        if self._table is None:
+            if self.kind == "flat":
+                ids = faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+                self._table = _IdTable(ids, None)
+            else:
+                invlists = self._index.invlists
+                parts, lists = [], []
+                for i in range(invlists.nlist):
+                    size = invlists.list_size(i)
+                    if size:
+                        parts.append(faiss.rev_swig_ptr(invlists.get_ids(i), size).copy())
+                        lists.append(np.full(size, i, np.int64))
+                ids = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+                list_nos = np.concatenate(lists) if lists else np.empty(0, np.int64)
+                self._table = _IdTable(ids, list_nos)
+        return self._table
 
-    def _read_ids(self) -> np.ndarray:
-        if self.kind == "flat":
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
-        invlists = self._index.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-            for i in range(invlists.nlist)
-            if invlists.list_size(i)
-        ]
-        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    def ids(self) -> np.ndarray:
+        """All stored ids ``[ntotal]`` int64, ascending."""
+        return self._ids_table().ids.copy()
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """``[n]`` bool: which of ``ids`` are stored."""
-        if self._ids_cache is None:
-            self._ids_cache = self._read_ids()
-        return np.isin(_as_ids(ids), self._ids_cache)
+        return self._ids_table().contains(_as_ids(ids))
+
+    # ----- devices -----------------------------------------------------------------------
+
+    def use_device(self, device: str = "cpu", *, gpu: int = 0) -> None:
+        """Choose where searches run.
+
+        * ``"cpu"``: Faiss CPU, filters through ``IDSelector`` (the default);
+        * ``"gpu"``: a replica on GPU ``gpu`` (faiss-gpu), filters through
+          :func:`ml.gpu_search.filtered_search` because GPU indexes ignore selectors;
+        * ``"cpu-no-selector"``: that GPU code path with the CPU index standing in for the GPU
+          one (tests, benchmarks);
+        * ``"auto"``: ``"gpu"`` when Faiss sees one, else ``"cpu"``.
+        """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if device == "auto":
+            device = "gpu" if gpu_search.gpu_count() > 0 else "cpu"
+        if device == "cpu":
+            self._device = None
+        elif device == "gpu":
+            self._device = gpu_search.GpuDevice(self, gpu=gpu)
+        else:
+            self._device = gpu_search.SelectorBlindCpuDevice(self._search_unfiltered)
 
     # ----- mutation ----------------------------------------------------------------------
 
@@ -188,28 +354,46 @@ class VectorIndex:
             return
         if len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate ids in one add() call")
-        if self.ntotal and self.contains(ids).any():
-            dup = ids[self.contains(ids)][:5].tolist()
-            raise ValueError(f"ids already in the index: {dup} (use upsert)")
-        self._ids_cache = None
-        self._index.add_with_ids(vectors, ids)
+        table = self._ids_table()
+        dup = table.contains(ids)
+        if dup.any():
+            raise ValueError(f"ids already in the index: {ids[dup][:5].tolist()} (use upsert)")
+        if self.kind == "ivf":
+            # Assign once here so that the id table learns each vector's list.
+            _, assign = self._coarse(vectors, 1)
+            lists = np.ascontiguousarray(assign[:, 0])
+            self._index.add_core(
+                len(ids), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(lists)
+            )
+            table.insert(ids, lists)
+        else:
+            self._index.add_with_ids(vectors, ids)
+            table.insert(ids, None)
+        self._changed()
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids [n]`` (missing ones are ignored); returns how many were removed."""
         ids = _as_ids(ids)
         if len(ids) == 0 or self.ntotal == 0:
             return 0
-        if self.kind == "ivf":
-            # The hashtable direct map only accepts IDSelectorArray, of ids actually present.
-            present = np.ascontiguousarray(np.unique(ids[self.contains(ids)]))
-            if len(present) == 0:
-                return 0
-            sel = faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))
-            removed = int(self._index.remove_ids(sel))
-        else:
-            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
-        self._ids_cache = None
+        table = self._ids_table()
+        present = np.ascontiguousarray(np.unique(ids[table.contains(ids)]))
+        if len(present) == 0:
+            return 0
+        # The hashtable direct map only accepts IDSelectorArray, of ids actually present.
+        sel: Any = (
+            faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))
+            if self.kind == "ivf"
+            else faiss.IDSelectorBatch(present)
+        )
+        removed = int(self._index.remove_ids(sel))
+        table.delete(present)
+        self._changed()
         return removed
+
+    def _changed(self) -> None:
+        if self._device is not None:
+            self._device.invalidate()
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the vectors of existing ids and add new ones."""
@@ -217,15 +401,19 @@ class VectorIndex:
         self.add(ids, vectors)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """Stored vectors of ``ids [n]`` -> ``[n, dim]``; ``KeyError`` for an unknown id."""
+        """Stored vectors of ``ids [n]`` -> ``[n, dim]`` (fp16 codec: rounded to float16);
+        ``KeyError`` for an unknown id."""
         ids = _as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), np.float32)
         missing = ids[~self.contains(ids)]
         if len(missing):
             raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
+        return self._gather(ids)
+
+    def _gather(self, present_ids: np.ndarray) -> np.ndarray:
         # Both IndexIDMap2 and IVF with a direct map reconstruct by external id.
-        out: np.ndarray = self._index.reconstruct_batch(ids)
+        out: np.ndarray = self._index.reconstruct_batch(np.ascontiguousarray(present_ids))
         return out.astype(np.float32, copy=False)
 
     # ----- search ------------------------------------------------------------------------
@@ -238,7 +426,8 @@ class VectorIndex:
         Args:
             queries: ``[q, dim]`` float32, L2-normalised.
             k: results per query.
-            allowed_ids: if given, only these ids may be returned (exactly honoured).
+            allowed_ids: if given, only these ids may be returned (exactly honoured; unknown
+                ids are ignored). A batch shares one filter.
 
         Returns:
             ``(cosine [q, k] float32, ids [q, k] int64)``, best first; where fewer than ``k``
@@ -248,54 +437,157 @@ class VectorIndex:
         nq = len(queries)
         if k < 0:
             raise ValueError("k must be >= 0")
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        labels = np.full((nq, k), -1, dtype=np.int64)
         if k == 0 or nq == 0 or self.ntotal == 0:
-            return scores, labels
-        if allowed_ids is not None:
-            allowed = np.unique(_as_ids(allowed_ids))
-            if len(allowed) == 0:
-                return scores, labels
-            if self.kind == "ivf" and len(allowed) <= EXACT_FILTER_MAX:
-                return self._search_exact_subset(queries, k, allowed)
-            sel = faiss.IDSelectorBatch(allowed)
-            params = (
-                _faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
-                if self.kind == "ivf"
-                else _faiss.SearchParameters(sel=sel)
+            return _empty(nq, k)
+        if allowed_ids is None:
+            if self._device is not None:
+                return self._device.search(queries, k)
+            return self._search_unfiltered(queries, k)
+        allowed = np.unique(_as_ids(allowed_ids))
+        allowed = allowed[self._ids_table().contains(allowed)]
+        if len(allowed) == 0:
+            return _empty(nq, k)
+        if self._device is not None:
+            scores, labels, self.last_filter_stats = filtered_search(
+                self._device, queries, k, allowed, ntotal=self.ntotal, gather=self._gather
             )
-        elif self.kind == "ivf":
-            params = _faiss.SearchParametersIVF(nprobe=self.nprobe)
-        else:
-            params = None
+            return scores, labels
+        if self.kind == "flat" or len(allowed) <= EXACT_FILTER_MAX:
+            # Flat: scoring the gathered allowed vectors with one sgemm beats a selector scan
+            # of all n (which also loses BLAS) at any filter size.
+            return subset_search(numpy_knn, queries, k, allowed, self._gather)
+        sel, keepalive = _selector(allowed)
+        scores, labels = self._search_ivf_filtered(queries, k, allowed, sel)
+        del keepalive  # the selector reads it until here
+        return scores, labels
+
+    def _faiss_search(
+        self, queries: np.ndarray, k: int, params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, self.ntotal)
         # faiss.contrib.torch_utils (imported by pytorch-metric-learning) replaces search() with
         # a version without ``params``; the original numpy method survives as search_numpy.
         search = getattr(self._index, "search_numpy", self._index.search)
         dist, found = search(queries, kk, params=params)
-        found = found.astype(np.int64, copy=False)
-        valid = found >= 0
-        scores[:, :kk] = np.where(valid, dist, -np.inf)
-        labels[:, :kk] = found
-        return scores, labels
+        return _padded(dist, found, k)
 
-    def _search_exact_subset(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    def _search_unfiltered(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        params = _faiss.SearchParametersIVF(nprobe=self.nprobe) if self.kind == "ivf" else None
+        return self._faiss_search(queries, k, params)
+
+    def _coarse(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest lists: ``(scores [q, nprobe] float32, lists [q, nprobe] int64)``."""
+        quantizer = self._index.quantizer
+        search = getattr(quantizer, "search_numpy", quantizer.search)
+        d, lists = search(queries, nprobe)
+        return np.ascontiguousarray(d), np.ascontiguousarray(lists.astype(np.int64, copy=False))
+
+    def _search_preassigned(
+        self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray, sel: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        present = allowed[self.contains(allowed)]
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        labels = np.full((len(queries), k), -1, dtype=np.int64)
-        if len(present) == 0:
-            return scores, labels
-        sims = queries @ self.reconstruct(present).T  # [q, m]
-        kk = min(k, len(present))
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        scores[:, :kk] = np.take_along_axis(sims, top, axis=1)
-        labels[:, :kk] = present[top]
-        return scores, labels
+        nq, nprobe = lists.shape
+        dist = np.empty((nq, k), np.float32)
+        found = np.empty((nq, k), np.int64)
+        params = _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        # The raw SWIG method: the numpy wrapper rejects params (faiss 1.15).
+        self._index.search_preassigned_c(
+            nq,
+            faiss.swig_ptr(queries),
+            k,
+            faiss.swig_ptr(lists),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(dist),
+            faiss.swig_ptr(found),
+            False,
+            params,
+        )
+        return _padded(dist, found, k)
+
+    def _search_ivf_filtered(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, sel: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        nlist = self.nlist
+        nprobe = min(self.nprobe, nlist)
+        coarse, lists = self._coarse(queries, nprobe)
+        kk = min(k, self.ntotal)
+        scores, labels = self._search_preassigned(queries, kk, lists, coarse, sel)
+        per_list = np.bincount(self._ids_table().lists_of(allowed), minlength=nlist)
+        want = min(max(MIN_FILTER_CANDIDATES, FILTER_CANDIDATES_PER_K * k), len(allowed))
+        thin = np.flatnonzero(per_list[np.maximum(lists, 0)].sum(axis=1) < want)
+        if thin.size and nprobe < nlist:
+            # The filter is sparse around these queries: probe further lists, nearest first,
+            # until they hold `want` allowed vectors (the rest of the row is -1: skipped).
+            wide_coarse, wide = self._coarse(queries[thin], nlist)
+            reach = np.cumsum(per_list[np.maximum(wide, 0)], axis=1)
+            needed = np.maximum(nprobe, (reach < want).sum(axis=1) + 1)
+            width = int(min(nlist, needed.max()))
+            wide, wide_coarse = wide[:, :width], wide_coarse[:, :width]
+            wide = np.ascontiguousarray(np.where(np.arange(width) < needed[:, None], wide, -1))
+            s, i = self._search_preassigned(
+                np.ascontiguousarray(queries[thin]),
+                kk,
+                wide,
+                np.ascontiguousarray(wide_coarse),
+                sel,
+            )
+            scores[thin], labels[thin] = s, i
+        return _padded(scores, labels, k)
+
+    def tune_nprobe(
+        self,
+        queries: np.ndarray,
+        truth: np.ndarray,
+        *,
+        target_recall: float = TUNE_RECALL,
+        exclude: np.ndarray | None = None,
+    ) -> int:
+        """Set :attr:`nprobe` to the smallest value of :data:`NPROBE_LADDER` reaching
+        ``target_recall`` recall@k on ``queries`` against ``truth``.
+
+        Args:
+            queries: ``[q, dim]``.
+            truth: ``[q, k]`` exact nearest ids.
+            exclude: ``[q]`` an id to ignore per query (the query itself when it is stored).
+
+        Returns:
+            The chosen nprobe (``nlist`` when even that misses the target).
+        """
+        if self.kind != "ivf":
+            return self.nprobe
+        queries = _as_vectors(queries, self.dim)
+        k = truth.shape[1]
+        extra = 0 if exclude is None else 1
+        chosen = self.nlist
+        for nprobe in NPROBE_LADDER:
+            if nprobe >= self.nlist:
+                break
+            self.nprobe = nprobe
+            _, found = self._search_unfiltered(queries, k + extra)
+            if exclude is not None:
+                found = np.where(found == exclude[:, None], -1, found)
+            hits = sum(
+                len(np.intersect1d(f[f >= 0][:k], t)) for f, t in zip(found, truth, strict=True)
+            )
+            if hits / truth.size >= target_recall:
+                chosen = nprobe
+                break
+        self.nprobe = chosen
+        return chosen
+
+    def tune_nprobe_on(
+        self, vectors: np.ndarray, ids: np.ndarray, *, k: int = 10, seed: int = 0
+    ) -> int:
+        """:meth:`tune_nprobe` with :data:`TUNE_QUERIES` stored vectors as queries (their own
+        id excluded) and exact float32 neighbours computed from ``vectors [n, dim]``."""
+        rng = np.random.default_rng(seed + 1)
+        rows = rng.choice(len(ids), min(TUNE_QUERIES, len(ids)), replace=False)
+        queries = np.ascontiguousarray(vectors[rows])
+        _, nn = faiss.knn(queries, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        truth = np.array(
+            [[ids[j] for j in row if j != r][:k] for row, r in zip(nn, rows, strict=True)],
+            dtype=np.int64,
+        )
+        return self.tune_nprobe(queries, truth, exclude=ids[rows])
 
     # ----- persistence -------------------------------------------------------------------
 

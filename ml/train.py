@@ -13,13 +13,14 @@ so ``python -m ml evaluate --model`` and the app load it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ml.augment import DEFAULT_PROBS, TRANSFORM_NAMES, AugmentPolicy
+from ml.augment import AugmentPolicy
 from ml.embed import configure_threads, resolve_device
 from ml.evaluate import evaluate_embeddings
 from ml.losses import (
-    LOSSES,
     AttributeHeads,
     LevelTripletLoss,
     build_criterion,
@@ -40,6 +40,8 @@ from ml.losses import (
 )
 from ml.model import EmbeddingNet, build_model, freeze_batchnorm, save_checkpoint
 from ml.sampling import CATALOGUE, PKBatchSampler
+from ml.train_cache import FeatureBank, LiteSplit
+from ml.train_config import TrainConfig, add_arguments, config_from_args
 from ml.train_data import (
     BatchMaker,
     ImageCache,
@@ -52,46 +54,6 @@ from ml.train_data import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a run (stored in the checkpoint config under ``"train"``)."""
-
-    data: str
-    out: str
-    catalogue: str | None = None
-    val: str | None = None
-    holdout: float = 0.15
-    backbone: str = "efficientnet_lite0"
-    embedding_dim: int = 256
-    image_size: int | None = None
-    pooling: str = "avg"
-    loss: str = "multi_similarity"
-    epochs: int = 20
-    classes_per_batch: int = 16
-    samples_per_class: int = 4
-    batches_per_epoch: int | None = None
-    single_category: bool = False
-    lr_backbone: float = 1e-4
-    lr_head: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    freeze_bn: bool = True
-    freeze_blocks: int = 0
-    level_weight: float = 0.0
-    level_margin: float = 0.2
-    multitask: bool = False
-    attr_weight: float = 0.5
-    attributes: list[str] | None = None
-    augment: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBS))
-    patience: int = 4
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    max_minutes: float | None = None
-    progress: bool = True
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -118,11 +80,13 @@ def freeze_early_blocks(model: EmbeddingNet, n_blocks: int) -> int:
     the most expensive part on CPU at high resolution). Returns the parameters frozen."""
     if n_blocks <= 0:
         return 0
-    net = getattr(model.backbone, "net", model.backbone)
+    net: Any = getattr(model.backbone, "net", model.backbone)
     if hasattr(net, "_blocks"):  # efficientnet_lite_pytorch
         modules = [net._conv_stem, net._bn0, *list(net._blocks)[:n_blocks]]
     elif hasattr(net, "blocks"):  # timm EfficientNet/ConvNeXt-style
-        stem = [m for m in (getattr(net, "conv_stem", None), getattr(net, "bn1", None)) if m]
+        stem = [
+            m for m in (getattr(net, "conv_stem", None), getattr(net, "bn1", None)) if m is not None
+        ]
         modules = [*stem, *list(net.blocks)[:n_blocks]]
     else:
         raise ValueError("freeze_blocks is not supported for this backbone")
@@ -168,7 +132,15 @@ class Trainer:
         )
         if cfg.freeze_bn:
             freeze_batchnorm(self.model)
-        freeze_early_blocks(self.model, cfg.freeze_blocks)
+        self.split: LiteSplit | None = None
+        self.bank: FeatureBank | None = None
+        self.val_bank: FeatureBank | None = None
+        if cfg.cached_views > 0:
+            cut = cfg.freeze_blocks or 11
+            self.split = LiteSplit(self.model, cut)
+            freeze_early_blocks(self.model, cut)
+        else:
+            freeze_early_blocks(self.model, cfg.freeze_blocks)
         self.image_size = self.model.image_size
         self.cpu = self.device.type == "cpu"
         self.model.to(self.device)
@@ -216,9 +188,7 @@ class Trainer:
             groups.append(
                 {"params": list(self.heads.parameters()), "lr": cfg.lr_head, "name": "attr"}
             )
-        return torch.optim.AdamW(
-            [g for g in groups if g["params"]], weight_decay=cfg.weight_decay
-        )
+        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
     # ----- one step -------------------------------------------------------------------------
 
@@ -232,15 +202,21 @@ class Trainer:
 
     def train_step(self, idx: Sequence[int], *, epoch: int, step: int) -> dict[str, float]:
         """One optimiser step on the items ``idx``; returns the loss terms."""
-        x = self.batch_maker.make(idx, epoch=epoch, step=step).to(self.device)
-        if self.cpu:
-            x = x.contiguous(memory_format=torch.channels_last)
         labels = self.label_tensor[list(idx)].to(self.device)
         attrs = self.attr_codes[list(idx)].to(self.device)
+        if self.bank is not None and self.split is not None:
+            rng = random.Random(f"{self.cfg.seed}/{epoch}/{step}/view")
+            x = self.bank.gather(idx, rng).to(self.device)
+            forward = self.split.suffix
+        else:
+            x = self.batch_maker.make(idx, epoch=epoch, step=step).to(self.device)
+            forward = self.model
+        if self.cpu:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         ):
-            emb = self.model(x)
+            emb = forward(x)
         emb = emb.float()
         loss = self.criterion(emb, labels, attrs=attrs, negative_mask=self._negative_mask(idx))
         terms = {"metric": float(loss.detach())}
@@ -282,13 +258,96 @@ class Trainer:
         self.model.train()
         return np.concatenate(out) if out else np.zeros((0, self.model.dim), np.float32)
 
+    @torch.no_grad()
+    def _embed_bank(self, bank: FeatureBank, batch_size: int = 128) -> np.ndarray:
+        """Embeddings ``[n, dim]`` of a one-view bank through the trainable suffix."""
+        assert self.split is not None
+        self.model.eval()
+        out = []
+        for start in range(0, bank.features.shape[0], batch_size):
+            h = bank.features[start : start + batch_size].float().to(self.device)
+            if self.cpu:
+                h = h.contiguous(memory_format=torch.channels_last)
+            out.append(self.split.suffix(h).cpu().numpy())
+        self.model.train()
+        return np.concatenate(out)
+
+    def _cache_key(self, views: Sequence[int], val: Sequence[TrainItem]) -> str:
+        """Everything the trunk cache depends on, hashed."""
+        cfg = self.cfg
+        parts = {
+            "items": [(str(it.path), it.role) for it in self.train_items],
+            "val": [str(it.path) for it in val],
+            "views": list(views),
+            "model": self.model.config,
+            "cut": self.split.cut if self.split else None,
+            "augment": self.policy.probs,
+            "crop": self.policy.crop_scale,
+            "seed": cfg.seed,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _build_banks(self) -> None:
+        """Trunk caches: augmented views of the training items, one clean view for val."""
+        assert self.split is not None
+        cfg = self.cfg
+        views = [
+            cfg.catalogue_views if it.role == CATALOGUE else cfg.cached_views
+            for it in self.train_items
+        ]
+        val = [*self.catalogue_items, *self._known_val()]
+        key = self._cache_key(views, val)
+        path = Path(cfg.trunk_cache) if cfg.trunk_cache else None
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("key") == key:
+                self.bank = FeatureBank.from_state(state["train"])
+                self.val_bank = FeatureBank.from_state(state["val"]) if state["val"] else None
+                log.info("trunk cache reused from %s", path)
+                return
+            log.info("trunk cache %s is for other inputs: rebuilding", path)
+        opts: dict[str, Any] = {
+            "device": self.device,
+            "channels_last": self.cpu,
+            "progress": cfg.progress,
+        }
+        self.bank = FeatureBank(self.split, views, self.batch_maker.make_views, **opts)
+        log.info(
+            "trunk cache: %d views, %.0f MB, %.1f s (%.1f img/s)",
+            sum(views),
+            self.bank.nbytes / 2**20,
+            self.bank.seconds,
+            sum(views) / max(self.bank.seconds, 1e-9),
+        )
+        if self.val_items:
+
+            def clean(idx: Sequence[int], _views: Sequence[int]) -> torch.Tensor:
+                images = [self.cache.get(val[i].path) for i in idx]
+                return eval_tensor(
+                    images, self.image_size, self.model.normalisation, self.model.resize_mode
+                )
+
+            self.val_bank = FeatureBank(self.split, [1] * len(val), clean, **opts)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            val_state = self.val_bank.state() if self.val_bank else None
+            torch.save({"key": key, "train": self.bank.state(), "val": val_state}, path)
+
+    def _known_val(self) -> list[TrainItem]:
+        """Validation photos whose label is in training (others cannot be retrieved)."""
+        return [it for it in self.val_items if it.label in self.label_index]
+
     def validate(self) -> dict[str, float]:
         """Photo -> catalogue metrics on the validation photos (empty dict without them)."""
         if not self.val_items or not self.catalogue_items:
             return {}
-        known = [it for it in self.val_items if it.label in self.label_index]
-        gallery = self.embed_items(self.catalogue_items)
-        queries = self.embed_items(known)
+        known = self._known_val()
+        if self.val_bank is not None:
+            emb = self._embed_bank(self.val_bank)
+            gallery, queries = emb[: len(self.catalogue_items)], emb[len(self.catalogue_items) :]
+        else:
+            gallery = self.embed_items(self.catalogue_items)
+            queries = self.embed_items(known)
         g_labels = np.array([self.label_index[it.label] for it in self.catalogue_items])
         q_labels = np.array([self.label_index[it.label] for it in known])
         rep = evaluate_embeddings(gallery, g_labels, queries, q_labels)
@@ -296,14 +355,25 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
 
-    def fit(self) -> list[dict[str, Any]]:
+    def fit(self, on_step: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """Train; ``on_step`` (optional) gets progress after every optimiser step
+        (``event="step"``: epoch, step, loss, eta_s...) and every epoch (``event="epoch"``: the
+        history row). Returning False stops the run at once and sets ``self.cancelled``."""
         cfg = self.cfg
+        self.cancelled = False
         t0 = time.perf_counter()
         n_cached = self.cache.warm(it.path for it in [*self.train_items, *self.val_items])
         log.info("cached %d images in %.1f s", n_cached, time.perf_counter() - t0)
         self.batch_maker = BatchMaker(
-            self.train_items, self.cache, self.policy, self.model.normalisation, seed=cfg.seed
+            self.train_items,
+            self.cache,
+            self.policy,
+            self.model.normalisation,
+            seed=cfg.seed,
+            resize=self.model.resize_mode,
         )
+        if self.split is not None:
+            self._build_banks()
         history: list[dict[str, Any]] = []
         best, best_epoch, stale = -1.0, -1, 0
         steps_per_epoch = len(self.sampler)
@@ -337,12 +407,37 @@ class Trainer:
                 bar.set_postfix(
                     loss=f"{terms['loss']:.4f}", img_s=f"{rate:.1f}", eta=_hms(eta), refresh=False
                 )
+                if (
+                    on_step is not None
+                    and on_step(
+                        {
+                            "event": "step",
+                            "epoch": epoch,
+                            "epochs": cfg.epochs,
+                            "step": step + 1,
+                            "steps_per_epoch": steps_per_epoch,
+                            "done_steps": done_steps,
+                            "total_steps": total_steps,
+                            "loss": terms["loss"],
+                            "img_per_s": rate,
+                            "eta_s": eta,
+                        }
+                    )
+                    is False
+                ):
+                    self.cancelled = True
+                    break
+            if self.cancelled:
+                log.info("cancelled at epoch %d step %d", epoch, step + 1)
+                break
             train_seconds += time.perf_counter() - t_epoch
             row: dict[str, Any] = {"epoch": epoch, "step": done_steps}
             row.update({k: v / steps_per_epoch for k, v in sums.items()})
             row.update({"img_per_s": images_seen / train_seconds, "train_s": train_seconds})
             row.update(self.validate())
             history.append(row)
+            if on_step is not None and on_step({"event": "epoch", **row}) is False:
+                self.cancelled = True
             log.info("epoch %d %s", epoch, _fmt(row))
             # Without validation photos every epoch is "best": the last one is kept.
             score = row.get("val_r1", float(epoch))
@@ -352,13 +447,19 @@ class Trainer:
             else:
                 stale += 1
             (self.out / "history.json").write_text(json.dumps(history, indent=1))
+            if self.cancelled:
+                break
             if self.val_items and stale >= cfg.patience:
                 log.info("early stop: no val improvement for %d epochs", stale)
                 break
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
                 log.info("stopping: time budget of %.1f min reached", cfg.max_minutes)
                 break
-        summary = {"best_epoch": best_epoch, "best_val_r1": best, "wall_s": time.perf_counter() - t0}
+        summary = {
+            "best_epoch": best_epoch,
+            "best_val_r1": best,
+            "wall_s": time.perf_counter() - t0,
+        }
         (self.out / "history.json").write_text(json.dumps(history + [summary], indent=1))
         log.info("done: best epoch %d, wall %.0f s", best_epoch, summary["wall_s"])
         return history
@@ -377,94 +478,6 @@ def _hms(seconds: float) -> str:
 
 def _fmt(row: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-
-
-# ----- command line --------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m ml train``."""
-    d = TrainConfig(data="", out="")
-    p.add_argument("--data", required=True, help="training CSV (path,label[,role,negatives,...])")
-    p.add_argument("--out", required=True, help="output folder (model.pt, history.json)")
-    p.add_argument("--catalogue", help="extra CSV whose rows are all catalogue images")
-    p.add_argument("--val", help="validation CSV of photos (default: hold out train photos)")
-    p.add_argument("--holdout", type=float, default=d.holdout, help="per-label photo fraction")
-    p.add_argument("--backbone", default=d.backbone, help="efficientnet_lite0/1/2 or timm:<name>")
-    p.add_argument("--dim", type=int, default=d.embedding_dim, help="embedding size (0 = none)")
-    p.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
-    p.add_argument("--pooling", default=d.pooling, choices=("avg", "gem"))
-    p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--classes-per-batch", type=int, default=d.classes_per_batch, help="P")
-    p.add_argument("--samples-per-class", type=int, default=d.samples_per_class, help="K")
-    p.add_argument("--batches-per-epoch", type=int, default=None)
-    p.add_argument("--single-category", action="store_true", help="seed 002 batches")
-    p.add_argument("--lr-backbone", type=float, default=d.lr_backbone)
-    p.add_argument("--lr-head", type=float, default=d.lr_head)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false")
-    p.add_argument("--freeze-blocks", type=int, default=0, help="freeze stem + N first blocks")
-    p.add_argument("--level-weight", type=float, default=0.0, help="multi-attribute levels")
-    p.add_argument("--multitask", action="store_true", help="masked attribute heads")
-    p.add_argument("--attr-weight", type=float, default=d.attr_weight)
-    p.add_argument("--attributes", help="comma-separated attribute columns")
-    p.add_argument(
-        "--augment",
-        help="transform=prob,... overriding the defaults; names: " + ", ".join(TRANSFORM_NAMES),
-    )
-    p.add_argument("--cause-weights", help="JSON {cause: weight} from QA tags (overrides)")
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    augment = dict(DEFAULT_PROBS)
-    if getattr(args, "cause_weights", None):
-        augment = AugmentPolicy.from_cause_weights(json.loads(args.cause_weights)).probs
-    for part in (args.augment or "").split(","):
-        if part.strip():
-            name, _, value = part.partition("=")
-            augment[name.strip()] = float(value)
-    return TrainConfig(
-        data=args.data,
-        out=args.out,
-        catalogue=args.catalogue,
-        val=args.val,
-        holdout=args.holdout,
-        backbone=args.backbone,
-        embedding_dim=args.dim,
-        image_size=args.image_size,
-        pooling=args.pooling,
-        loss=args.loss,
-        epochs=args.epochs,
-        classes_per_batch=args.classes_per_batch,
-        samples_per_class=args.samples_per_class,
-        batches_per_epoch=args.batches_per_epoch,
-        single_category=args.single_category,
-        lr_backbone=args.lr_backbone,
-        lr_head=args.lr_head,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        freeze_bn=args.freeze_bn,
-        freeze_blocks=args.freeze_blocks,
-        level_weight=args.level_weight,
-        multitask=args.multitask,
-        attr_weight=args.attr_weight,
-        attributes=[a.strip() for a in args.attributes.split(",")] if args.attributes else None,
-        augment=augment,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        max_minutes=args.max_minutes,
-        progress=args.progress,
-    )
 
 
 def run(args: argparse.Namespace) -> int:

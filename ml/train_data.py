@@ -156,12 +156,14 @@ class BatchMaker:
         *,
         seed: int = 0,
         background_pool_size: int = 256,
+        resize: str = "center_crop",
     ) -> None:
         self.items = items
         self.cache = cache
         self.policy = policy
         self.normalisation = normalisation
         self.seed = seed
+        self.resize = resize
         photos = [it.path for it in items if it.role != CATALOGUE]
         rng = random.Random(seed)
         pool_paths = rng.sample(photos, min(background_pool_size, len(photos)))
@@ -175,9 +177,22 @@ class BatchMaker:
             item = self.items[i]
             image = self.cache.get(item.path)
             mask = self.cache.mask(item.path) if self.policy.probs["background"] > 0 else None
-            images.append(
-                self.policy(image, rng, mask=mask, background_pool=self.background_pool)
-            )
+            images.append(self.policy(image, rng, mask=mask, background_pool=self.background_pool))
+        return to_tensor(images, self.normalisation)
+
+    def make_views(self, indices: Sequence[int], views: Sequence[int]) -> torch.Tensor:
+        """Fixed views for the trunk cache: view 0 is the clean evaluation input, view
+        ``v > 0`` an augmentation seeded by ``(seed, item, v)``."""
+        images = []
+        for i, v in zip(indices, views, strict=True):
+            item = self.items[i]
+            image = self.cache.get(item.path)
+            if v == 0:
+                images.append(resize_for_model(image, self.policy.image_size, mode=self.resize))
+                continue
+            rng = random.Random(f"{self.seed}/view/{i}/{v}")
+            mask = self.cache.mask(item.path) if self.policy.probs["background"] > 0 else None
+            images.append(self.policy(image, rng, mask=mask, background_pool=self.background_pool))
         return to_tensor(images, self.normalisation)
 
 
@@ -185,7 +200,9 @@ def eval_tensor(
     images: Sequence[Image.Image], image_size: int, normalisation: Normalisation, resize: str
 ) -> torch.Tensor:
     """Deterministic evaluation input ``[n, 3, S, S]`` (as ml.model.preprocess)."""
-    return to_tensor([resize_for_model(im, image_size, mode=resize) for im in images], normalisation)
+    return to_tensor(
+        [resize_for_model(im, image_size, mode=resize) for im in images], normalisation
+    )
 
 
 def write_grocery_training_csv(csv_dir: str | Path, out: str | Path) -> int:

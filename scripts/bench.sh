@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks print their numbers with the machine and date; record them in docs/benchmarks.md.
+# Pass --quick for a short smoke run.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-python bench/match_latency.py "$@"
+runs=30
+[ "${1:-}" = "--quick" ] && runs=5
+for threads in 1 2; do
+  python bench/match_latency.py --runs "$runs" --threads "$threads"
+done

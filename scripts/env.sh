@@ -14,3 +14,8 @@ fi
 # jemalloc makes torch inference and training about 3x faster on this CPU.
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 if [ -f "$JEMALLOC" ]; then export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"; fi
+# Offline, the detector runs from the workspace's COCO YOLOv8n (never committed to the repo).
+SHARED_DETECTOR="$ROOT/../shared/weights/yolov8n_int8.tflite"
+if [ -z "${SKULENS_DETECTOR_WEIGHTS:-}" ] && [ -f "$SHARED_DETECTOR" ]; then
+  export SKULENS_DETECTOR_WEIGHTS="$SHARED_DETECTOR"
+fi

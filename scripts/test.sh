@@ -10,6 +10,7 @@ fi
 export DJANGO_DEBUG=false DJANGO_SECRET_KEY=test-only-secret
 export SKULENS_VAR_DIR="${SKULENS_VAR_DIR:-$(mktemp -d /tmp/skulens-test.XXXXXX)}"
 export DJANGO_ALLOW_ASYNC_UNSAFE=true
+export SKULENS_TEST_DB_NAME="${SKULENS_TEST_DB_NAME:-test_skulens_$$}"
 echo "database: ${DATABASE_URL:-sqlite (embedded)}; var: $SKULENS_VAR_DIR"
 set +e
 python -m pytest "$@"

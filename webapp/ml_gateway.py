@@ -11,19 +11,32 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from PIL import Image
 
-from ml.embed import Embedder, load_embedder
+from ml.embed import Embedder, configure_threads, load_embedder
 from ml.fuse import rank_skus
 from ml.index import VectorIndex
-from ml.types import SkuScore
+from ml.segment import grabcut_mask, isolate
+from ml.types import Box, SkuScore
+from ml.yolo import Detection, YoloDetector
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Where the item is in one photo, and how that was decided."""
+
+    box: Box
+    source: str  # "detector", "full_frame" or "corrected" (QueryPhoto.BoxSource values)
+    label: str = ""
+    confidence: float | None = None
+    mask: np.ndarray | None = None  # [height, width] bool
 
 
 @dataclass(frozen=True)
@@ -32,23 +45,119 @@ class MatchResult:
     timings_ms: dict[str, float]
     model_version: str
     index_version: str
+    isolations: list[Isolation]
 
 
 class IndexUnavailable(RuntimeError):
     """No index has been built yet, or its files are missing."""
 
 
-@cache
-def embedder() -> Embedder:
+def default_model_ref() -> str:
+    """The model to use when no index exists yet (a backbone name or checkpoint path)."""
+    return settings.EMBEDDING_MODEL
+
+
+@lru_cache(maxsize=3)
+def _embedder(model_ref: str) -> Embedder:
+    configure_threads(settings.TORCH_THREADS or None)
     started = time.perf_counter()
-    model = load_embedder(settings.EMBEDDING_MODEL, device=settings.TORCH_DEVICE)
+    model = load_embedder(model_ref, device=settings.TORCH_DEVICE)
     logger.info("loaded embedder %s in %.1f s", model.name, time.perf_counter() - started)
     return model
 
 
-def embed_images(images: Sequence[Image.Image]) -> np.ndarray:
-    """[n, dim] float32, L2-normalised."""
-    return embedder().embed(images)
+def embedder(model_ref: str | None = None) -> Embedder:
+    """The embedder for `model_ref`, or for the active index (the two always travel together)."""
+    if model_ref is None:
+        from webapp.learning.selectors import active_index_version
+
+        version = active_index_version()
+        model_ref = version.model_ref if version and version.model_ref else default_model_ref()
+    return _embedder(model_ref)
+
+
+@cache
+def detector() -> YoloDetector | None:
+    """The item detector, or None (full frame) when it is disabled or cannot be loaded."""
+    weights = settings.DETECTOR_WEIGHTS
+    if not weights:
+        return None
+    configure_threads(settings.TORCH_THREADS or None)
+    try:
+        import torch
+
+        return YoloDetector(
+            weights,
+            image_size=settings.DETECTOR_IMAGE_SIZE,
+            min_confidence=settings.DETECTOR_MIN_CONFIDENCE,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
+    except Exception as exc:  # noqa: BLE001 - missing file, or no internet to download it
+        logger.warning("detector %s unavailable, using the full frame: %s", weights, exc)
+        return None
+
+
+def isolate_items(
+    images: Sequence[Image.Image],
+    *,
+    corrected_boxes: Sequence[Box | None],
+    classes: Sequence[str],
+    timings: dict[str, float],
+) -> tuple[list[Image.Image], list[Isolation]]:
+    """Detect (unless the appraiser drew the box), segment, and crop on a neutral background."""
+    started = time.perf_counter()
+    to_detect = [i for i, box in enumerate(corrected_boxes) if box is None]
+    detections: dict[int, Detection | None] = {}
+    model = detector() if to_detect else None
+    if model is not None:
+        found = model.detect_all([images[i] for i in to_detect], classes=classes)
+        detections = dict(zip(to_detect, found, strict=True))
+    timings["detect"] = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    crops: list[Image.Image] = []
+    isolations: list[Isolation] = []
+    for i, image in enumerate(images):
+        corrected = corrected_boxes[i]
+        detection = detections.get(i)
+        if corrected is not None:
+            box, source, label, confidence = corrected, "corrected", "", None
+        elif detection is not None:
+            box, source = detection.box, "detector"
+            label, confidence = detection.label, detection.confidence
+            if detection.mask is not None:  # a segmentation model outlined the item already
+                isolations.append(Isolation(box, source, label, confidence, detection.mask))
+                crops.append(isolate(image, box, detection.mask))
+                continue
+        else:
+            full = Box(0.0, 0.0, float(image.width), float(image.height))
+            isolations.append(Isolation(full, "full_frame"))
+            crops.append(image)
+            continue
+        mask = grabcut_mask(image, box) if settings.SEGMENTATION == "grabcut" else None
+        isolations.append(Isolation(box, source, label, confidence, mask))
+        crops.append(isolate(image, box, mask))
+    timings["segment"] = (time.perf_counter() - started) * 1000
+    return crops, isolations
+
+
+def embedding_version(model_ref: str | None = None) -> str:
+    """Names everything that shapes a vector: the network and how items are isolated.
+
+    Reference images embedded under another version are re-embedded before indexing."""
+    found = detector()
+    network = embedder(model_ref).name
+    return f"{network}|{found.name if found else 'full-frame'}|{settings.SEGMENTATION}"
+
+
+def embed_items(
+    images: Sequence[Image.Image], *, classes: Sequence[str], model_ref: str | None = None
+) -> np.ndarray:
+    """Isolate each image's item exactly as queries are isolated, then embed: [n, dim]."""
+    crops, _ = isolate_items(
+        images, corrected_boxes=[None] * len(images), classes=classes, timings={}
+    )
+    return embedder(model_ref).embed(crops)
 
 
 def index_path(name: str) -> Path:
@@ -60,8 +169,10 @@ class _ActiveIndex:
         self._lock = threading.Lock()
         self._name: str | None = None
         self._index: VectorIndex | None = None
+        self._model_ref = ""
 
-    def get(self) -> tuple[str, VectorIndex]:
+    def get(self) -> tuple[str, VectorIndex, str]:
+        """(index version name, index, model ref): a match uses all three together."""
         from webapp.learning.selectors import active_index_version
 
         version = active_index_version()
@@ -74,12 +185,18 @@ class _ActiveIndex:
                     index, _meta = VectorIndex.load(index_path(version.name))
                 except FileNotFoundError as exc:
                     raise IndexUnavailable(f"Index files for {version.name} are missing") from exc
+                if index.ntotal != version.vector_count:
+                    raise IndexUnavailable(
+                        f"Index {version.name} holds {index.ntotal} vectors but the database "
+                        f"recorded {version.vector_count}: run manage.py build_index --full"
+                    )
                 self._name, self._index = version.name, index
+                self._model_ref = version.model_ref or default_model_ref()
                 logger.info(
                     "loaded index %s (%d vectors) in %.2f s",
                     version.name, index.ntotal, time.perf_counter() - started,
                 )
-            return self._name, self._index
+            return self._name, self._index, self._model_ref
 
     def forget(self) -> None:
         with self._lock:
@@ -90,8 +207,9 @@ active_index = _ActiveIndex()
 
 
 def warm_up() -> None:
-    """Load the model and index now, so the first task does not pay for it."""
+    """Load the models and index now, so the first task does not pay for it."""
     embedder()
+    detector()
     try:
         active_index.get()
     except IndexUnavailable as exc:
@@ -99,15 +217,25 @@ def warm_up() -> None:
 
 
 def match(
-    images: Sequence[Image.Image], *, allowed_reference_ids: np.ndarray | None, top_k: int
+    images: Sequence[Image.Image],
+    *,
+    allowed_reference_ids: np.ndarray | None,
+    top_k: int,
+    corrected_boxes: Sequence[Box | None] | None = None,
+    detection_classes: Sequence[str] = (),
 ) -> MatchResult:
     from webapp.catalog.models import SKUImage
 
     timings: dict[str, float] = {}
+    index_name, index, model_ref = active_index.get()
+    crops, isolations = isolate_items(
+        images,
+        corrected_boxes=corrected_boxes or [None] * len(images),
+        classes=detection_classes,
+        timings=timings,
+    )
     started = time.perf_counter()
-    index_name, index = active_index.get()
-    model = embedder()
-    vectors = model.embed(images)
+    vectors = embedder(model_ref).embed(crops)
     timings["embed"] = (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
@@ -122,4 +250,6 @@ def match(
     )
     candidates = rank_skus(cosines, reference_ids, reference_to_sku, top_k=top_k)
     timings["fuse"] = (time.perf_counter() - started) * 1000
-    return MatchResult(candidates, timings, model.name, index_name)
+    return MatchResult(
+        candidates, timings, embedding_version(model_ref), index_name, isolations
+    )

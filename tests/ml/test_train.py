@@ -104,11 +104,14 @@ def test_holdout_is_per_label_and_keeps_catalogue(tiny_csv: Path) -> None:
 def test_training_reduces_loss_repeats_and_saves(tiny_csv: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        trainer = Trainer(_config(tiny_csv, tmp_path / name, multitask=True, level_weight=0.5))
+        cfg = _config(tiny_csv, tmp_path / name, epochs=2, batches_per_epoch=3)
+        cfg.multitask, cfg.level_weight = True, 0.5
+        trainer = Trainer(cfg)
         runs.append(trainer.fit())
     a, b = runs
     epochs_a = [r for r in a if r["epoch"] > 0]
     assert [r["loss"] for r in epochs_a] == [r["loss"] for r in b if r["epoch"] > 0]
+    print([r["loss"] for r in epochs_a])
     assert epochs_a[-1]["loss"] < epochs_a[0]["loss"]
     assert {"metric", "level", "attr", "val_r1", "img_per_s"} <= set(epochs_a[0])
 
@@ -180,3 +183,39 @@ def test_cli_forwards_to_trainer(tiny_csv: Path, tmp_path: Path) -> None:
     )
     assert rc == 0
     assert (out / "model.pt").is_file()
+
+
+def test_lite_split_matches_full_model(tiny_csv: Path, tmp_path: Path) -> None:
+    from ml.train_cache import LiteSplit
+
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
+    model = trainer.model.eval()
+    split = LiteSplit(model, 11)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(split.suffix(split.prefix(x)), model(x), atol=1e-5)
+
+
+def test_cached_trunk_training_reuses_its_cache(tiny_csv: Path, tmp_path: Path) -> None:
+    histories, banks = [], []
+    for name in ("a", "b"):
+        cfg = _config(tiny_csv, tmp_path / name, epochs=2, batches_per_epoch=3)
+        cfg.cached_views, cfg.catalogue_views, cfg.freeze_blocks = 2, 3, 11
+        cfg.trunk_cache = str(tmp_path / "trunk.pt")
+        trainer = Trainer(cfg)
+        histories.append(trainer.fit())
+        banks.append(trainer.bank)
+    assert banks[0] is not None and banks[1] is not None
+    assert banks[0].features.shape[0] == 4 * 3 + sum(  # catalogue x 3 + train photos x 2
+        2 for it in Trainer(_config(tiny_csv, tmp_path / "c")).train_items if it.role == "photo"
+    )
+    assert banks[1].seconds == 0.0  # loaded, not recomputed
+    assert torch.equal(banks[0].features, banks[1].features)
+    losses = [[r["loss"] for r in h if r["epoch"] > 0] for h in histories]
+    assert losses[0] == losses[1]
+    assert all(math.isfinite(v) for v in losses[0])
+    # the saved network is the ordinary full model
+    from ml.model import load_checkpoint
+
+    model, _ = load_checkpoint(tmp_path / "a" / "model.pt")
+    assert model.dim == 16

@@ -15,7 +15,12 @@ from PIL import Image
 from webapp import ml_gateway
 from webapp.accounts.roles import Role
 from webapp.accounts.services import user_create_with_role
-from webapp.catalog.demo import demo_skus, render_photo, write_demo_catalogue
+from webapp.catalog.demo import (
+    demo_detection_classes_set,
+    demo_skus,
+    render_photo,
+    write_demo_catalogue,
+)
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.services import catalogue_import
 from webapp.config.celery import app as celery_app
@@ -88,6 +93,7 @@ def catalogue(db, demo_folder: Path) -> IndexVersion:
     ][:2]
     report = catalogue_import(rows=rows, image_root=demo_folder)
     assert not report.errors
+    demo_detection_classes_set()
     return index_publish()
 
 

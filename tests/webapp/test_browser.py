@@ -93,7 +93,9 @@ def test_appraiser_uploads_sees_candidates_and_confirms(page, appraiser, catalog
     page.screenshot(path=str(ARTIFACTS / "confirmed.png"), full_page=True)
 
 
-def test_appraiser_rejects_with_r_and_can_attach_another_sku(page, appraiser, catalogue, demo_folder):
+def test_appraiser_rejects_with_r_and_can_attach_another_sku(
+    page, appraiser, catalogue, demo_folder
+):
     _log_in(page, appraiser.username)
     page.wait_for_url("**/match/")
     _upload(page, [demo_folder / "photos" / "DEMO-KIR-SUM-01-photo0.jpg"])

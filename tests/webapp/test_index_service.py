@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ml.index import VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.selectors import indexable_images
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_is_consistent, index_publish
-from ml.index import VectorIndex
 
 
 def _index_ids(version: IndexVersion) -> set[int]:

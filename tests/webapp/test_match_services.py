@@ -164,3 +164,61 @@ def test_accept_needs_a_candidate_of_this_match(appraiser, catalogue) -> None:
         decision_record(
             request=request, user=appraiser, outcome=Decision.Outcome.ACCEPT, candidate_id=999999
         )
+
+
+def test_thresholds_are_calibrated_per_category_from_decisions(appraiser, catalogue) -> None:
+    from webapp.matching.calibration import confident_threshold, thresholds_recalibrate
+    from webapp.matching.models import Candidate, MatchRequest, ScoreThreshold
+
+    handbags = Category.objects.get(name="Handbags")
+    sku = SKU.objects.filter(series__brand__category=handbags).first()
+    photo_request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    photo = photo_request.photos.get()
+    # 40 reviewed matches: top scores 0.60..0.99; right at 0.80 and above, wrong below.
+    for i in range(40):
+        score = 0.60 + i * 0.01
+        request = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
+        top = Candidate.objects.create(request=request, rank=1, sku=sku, score=score,
+                                       cosine=2 * score - 1, query_photo=photo)
+        outcome = Decision.Outcome.ACCEPT if score >= 0.795 else Decision.Outcome.REJECT
+        Decision.objects.create(request=request, outcome=outcome, decided_by=appraiser,
+                                sku=sku if outcome == Decision.Outcome.ACCEPT else None,
+                                candidate=top if outcome == Decision.Outcome.ACCEPT else None)
+    (fit,) = thresholds_recalibrate(target_precision=0.95, min_support=10)
+    assert fit.category == handbags
+    assert 0.75 <= fit.threshold <= 0.80 + 1e-9
+    assert fit.precision >= 0.95
+    assert confident_threshold(handbags) == fit.threshold
+    assert confident_threshold(Category.objects.get(name="Totes")) == django_settings.CONFIDENT_SCORE
+    assert ScoreThreshold.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "policy,outcome,expect_added",
+    [
+        ("corrections", "other_sku", 1),  # the gallery missed: learn from it
+        ("corrections", "accept_confident", 0),  # nothing to learn
+        ("all", "accept_confident", 1),
+        ("none", "other_sku", 0),
+    ],
+)
+def test_confirmed_photos_enrich_the_gallery_by_policy(
+    appraiser, catalogue, settings, policy, outcome, expect_added
+) -> None:
+    settings.GALLERY_ENRICHMENT = policy
+    settings.CONFIDENT_SCORE = 0.0
+    request = _create_and_run(appraiser, [demo_photo_upload("DEMO-MAI-LUN-01")])
+    if outcome == "other_sku":
+        sku = SKU.objects.exclude(pk=request.candidates.first().sku_id).first()
+        decision_record(request=request, user=appraiser, outcome=outcome, sku_id=sku.pk)
+    else:
+        top = request.candidates.first()
+        sku = top.sku
+        decision_record(request=request, user=appraiser, outcome="accept", candidate_id=top.pk)
+    added = SKUImage.objects.filter(sku=sku, source=SKUImage.Source.APPRAISAL)
+    assert added.count() == expect_added
+    if expect_added:
+        from webapp.learning.services import index_publish
+
+        version = index_publish()
+        assert version.added == 1  # the new reference reaches the index incrementally

@@ -92,7 +92,8 @@ def test_heic_from_a_phone_is_accepted(appraiser) -> None:
         pillow_heif.from_pillow(Image.new("RGB", (64, 64), "purple")).save(buffer, format="HEIF")
     except (ValueError, RuntimeError, OSError) as exc:  # encoder not built into this wheel
         pytest.skip(f"this pillow-heif build cannot encode HEIC: {exc}")
-    request = match_request_create(user=appraiser, uploads=[upload("IMG_0001.HEIC", buffer.getvalue())])
+    heic = upload("IMG_0001.HEIC", buffer.getvalue())
+    request = match_request_create(user=appraiser, uploads=[heic])
     photo = request.photos.get()
     assert photo.original_format == "HEIF"
     assert photo.image.name.endswith(".jpg")

@@ -42,7 +42,10 @@ def has_role(user: AbstractBaseUser | AnonymousUser, *roles: Role) -> bool:
     return bool(user_roles(user) & set(roles))
 
 
-def role_required(*roles: Role) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+ViewFunction = Callable[..., HttpResponse]
+
+
+def role_required(*roles: Role) -> Callable[[ViewFunction], ViewFunction]:
     """View decorator: 403 unless the logged-in user holds one of `roles`."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

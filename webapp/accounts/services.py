@@ -5,7 +5,6 @@ from django.db import transaction
 
 from webapp.accounts.roles import Role
 
-
 # Django-admin permissions of each role: catalogue admins curate the catalogue and can look at
 # everything else; the other roles work in the app's own pages.
 ADMIN_PERMISSIONS: dict[Role, tuple[tuple[str, str], ...]] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
 from webapp.api.permissions import IsAppraiser
+from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Candidate, Decision, MatchRequest
 from webapp.matching.selectors import request_with_candidates
@@ -29,6 +30,29 @@ def _absolute(request: HttpRequest, field: object) -> str | None:
     return request.build_absolute_uri(url) if url else None
 
 
+class CandidateSkuOutput(serializers.Serializer):
+    """Documents CandidateOutput.get_sku's dict."""
+
+    id = serializers.IntegerField()
+    code = serializers.CharField()
+    name = serializers.CharField()
+    category = serializers.CharField()
+    brand = serializers.CharField()
+    series = serializers.CharField()
+    colour = serializers.CharField()
+    material = serializers.CharField()
+    size = serializers.CharField()
+    attributes = serializers.DictField()
+
+
+class DecisionSummaryOutput(serializers.Serializer):
+    """Documents MatchOutput.get_decision's dict."""
+
+    outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
+    sku_id = serializers.IntegerField(allow_null=True)
+    decided_at = serializers.DateTimeField()
+
+
 class CandidateOutput(serializers.Serializer):
     rank = serializers.IntegerField()
     score = serializers.FloatField()
@@ -36,6 +60,7 @@ class CandidateOutput(serializers.Serializer):
     query_photo = serializers.IntegerField(source="query_photo.position")
     reference_image_url = serializers.SerializerMethodField()
 
+    @extend_schema_field(CandidateSkuOutput)
     def get_sku(self, candidate: Candidate) -> dict[str, object]:
         sku = candidate.sku
         return {
@@ -71,6 +96,7 @@ class MatchOutput(serializers.Serializer):
     candidates = CandidateOutput(many=True)
     decision = serializers.SerializerMethodField()
 
+    @extend_schema_field(DecisionSummaryOutput(allow_null=True))
     def get_decision(self, match: MatchRequest) -> dict[str, object] | None:
         decision = getattr(match, "decision", None)
         if decision is None:
@@ -83,6 +109,7 @@ class MatchCreateApi(APIView):
     permission_classes = [IsAppraiser]
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema_serializer(component_name="MatchCreate")
     class InputSerializer(serializers.Serializer):
         photos = serializers.ListField(child=serializers.FileField(), min_length=1)
         category = serializers.PrimaryKeyRelatedField(
@@ -95,6 +122,7 @@ class MatchCreateApi(APIView):
             queryset=Series.objects.all(), required=False, allow_null=True
         )
 
+    @extend_schema_serializer(component_name="MatchCreated")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         status = serializers.CharField()
@@ -102,7 +130,7 @@ class MatchCreateApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer},
-        responses={202: OutputSerializer},
+        responses={202: OutputSerializer, **error_responses(400, 401, 403, 413, 429, 507)},
         operation_id="matches_create",
     )
     def post(self, request: Request) -> Response:
@@ -129,7 +157,8 @@ class MatchCreateApi(APIView):
 class MatchDetailApi(APIView):
     permission_classes = [IsAppraiser]
 
-    @extend_schema(responses={200: MatchOutput}, operation_id="matches_retrieve")
+    @extend_schema(responses={200: MatchOutput, **error_responses(401, 403, 404, 429)},
+                   operation_id="matches_retrieve")
     def get(self, request: Request, match_id: int) -> Response:
         try:
             match = request_with_candidates(request_id=match_id)
@@ -142,18 +171,22 @@ class MatchDecisionApi(APIView):
     permission_classes = [IsAppraiser]
     parser_classes = [JSONParser, FormParser]
 
+    @extend_schema_serializer(component_name="MatchDecision")
     class InputSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
         candidate_rank = serializers.IntegerField(required=False, min_value=1)
         sku_id = serializers.IntegerField(required=False)
         note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
+    @extend_schema_serializer(component_name="MatchDecisionRecorded")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         outcome = serializers.CharField()
         sku_id = serializers.IntegerField(allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer},
+    @extend_schema(request=InputSerializer,
+                   responses={201: OutputSerializer,
+                              **error_responses(400, 401, 403, 404, 409, 429)},
                    operation_id="matches_decision_create")
     def post(self, request: Request, match_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
@@ -162,9 +195,8 @@ class MatchDecisionApi(APIView):
         if match is None:
             raise ApiError("No such match.", code="not_found", http_status=404)
         rank = serializer.validated_data.get("candidate_rank")
-        candidate_id = (
-            match.candidates.filter(rank=rank).values_list("id", flat=True).first() if rank else None
-        )
+        candidates = match.candidates.filter(rank=rank)
+        candidate_id = candidates.values_list("id", flat=True).first() if rank else None
         try:
             decision = decision_record(
                 request=match,

@@ -42,6 +42,18 @@ LINES = [
     ("Backpacks", "Maison Aubert", "Voyage", "backpack", "monogram", "canvas"),
 ]
 COLOURS_PER_LINE = 4
+BAG_CATEGORIES = ("Handbags", "Totes", "Backpacks")
+# Detector classes that count as a bag (small COCO models confuse the three).
+BAG_DETECTION_CLASSES = ["backpack", "handbag", "suitcase"]
+
+
+def demo_detection_classes_set() -> int:
+    """Give the demo's bag categories their detector target classes."""
+    from webapp.catalog.models import Category
+
+    return Category.objects.filter(name__in=BAG_CATEGORIES).update(
+        detection_classes=BAG_DETECTION_CLASSES
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
 
@@ -48,3 +48,84 @@ def reference_ids_for_filters(
     if series_id:
         images = images.filter(sku__series_id=series_id)
     return list(images.values_list("id", flat=True))
+
+
+# ----- curation pages ---------------------------------------------------------------------
+
+SKU_STATUSES = ("active", "inactive", "all")
+
+
+def sku_browse(
+    *,
+    query: str = "",
+    category_id: int | None = None,
+    brand_id: int | None = None,
+    series_id: int | None = None,
+    status: str = "active",
+) -> QuerySet[SKU]:
+    """SKUs for the curation list, any state, with their image counts and first image."""
+    skus = SKU.objects.select_related("series__brand__category").annotate(
+        image_count=Count("images")
+    )
+    if status == "active":
+        skus = skus.filter(is_active=True)
+    elif status == "inactive":
+        skus = skus.filter(is_active=False)
+    if category_id:
+        skus = skus.filter(series__brand__category_id=category_id)
+    if brand_id:
+        skus = skus.filter(series__brand_id=brand_id)
+    if series_id:
+        skus = skus.filter(series_id=series_id)
+    for word in query.split():
+        skus = skus.filter(
+            Q(code__icontains=word)
+            | Q(name__icontains=word)
+            | Q(colour__icontains=word)
+            | Q(material__icontains=word)
+            | Q(series__name__icontains=word)
+            | Q(series__brand__name__icontains=word)
+            | Q(series__brand__category__name__icontains=word)
+        )
+    return skus.order_by("code")
+
+
+def hierarchy_tree() -> QuerySet[Category]:
+    """Categories -> brands -> series, each with `sku_count` (active SKUs) and `child_count`
+    (brands, series or SKUs of any state: a level can be deleted only when it is 0)."""
+    active = Q(skus__is_active=True)
+    series = Series.objects.annotate(
+        sku_count=Count("skus", filter=active, distinct=True),
+        child_count=Count("skus", distinct=True),
+    ).order_by("name")
+    brands = Brand.objects.annotate(
+        sku_count=Count("series__skus", filter=Q(series__skus__is_active=True), distinct=True),
+        child_count=Count("series", distinct=True),
+    ).prefetch_related(Prefetch("series", queryset=series)).order_by("name")
+    return Category.objects.annotate(
+        sku_count=Count(
+            "brands__series__skus", filter=Q(brands__series__skus__is_active=True), distinct=True
+        ),
+        child_count=Count("brands", distinct=True),
+    ).prefetch_related(Prefetch("brands", queryset=brands)).order_by("name")
+
+
+def sku_detail(*, sku_id: int) -> SKU:
+    return (
+        SKU.objects.select_related("series__brand__category", "merged_into")
+        .prefetch_related("merged_from")
+        .get(pk=sku_id)
+    )
+
+
+def sku_images(*, sku: SKU) -> QuerySet[SKUImage]:
+    return sku.images.order_by("position", "id")
+
+
+def hierarchy_names() -> dict[str, list[str]]:
+    """Distinct names per level, for the form's suggestions."""
+    return {
+        "categories": list(Category.objects.order_by("name").values_list("name", flat=True)),
+        "brands": sorted(set(Brand.objects.values_list("name", flat=True))),
+        "series": sorted(set(Series.objects.values_list("name", flat=True))),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -39,6 +41,7 @@ INSTALLED_APPS = [
     "webapp.review",
     "webapp.learning",
     "webapp.api",
+    "webapp.audit",
 ]
 
 MIDDLEWARE = [
@@ -84,6 +87,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     # A file, not memory, so that a worker process in the tests can open the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+if os.environ.get("SKULENS_TEST_DB_NAME") and not DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Parallel test runs on one server need their own test databases.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["SKULENS_TEST_DB_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -118,8 +124,56 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 100
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
 INDEX_DIR = Path(env_str("SKULENS_INDEX_DIR", str(VAR_DIR / "index")))
 MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
+# Until a category has enough review decisions, this score marks a confident match.
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)
+CALIBRATION_TARGET_PRECISION = env_float("SKULENS_CALIBRATION_TARGET_PRECISION", 0.95)
+CALIBRATION_MIN_DECISIONS = env_int("SKULENS_CALIBRATION_MIN_DECISIONS", 30)
+# Confirmed appraisal photos as new reference images: "corrections", "all" or "none".
+GALLERY_ENRICHMENT = env_str("SKULENS_GALLERY_ENRICHMENT", "corrections")
+if GALLERY_ENRICHMENT not in ("corrections", "all", "none"):
+    raise ImproperlyConfigured("SKULENS_GALLERY_ENRICHMENT must be corrections, all or none")
+GALLERY_MAX_APPRAISAL_IMAGES = env_int("SKULENS_GALLERY_MAX_APPRAISAL_IMAGES", 20)
+
+# The learning loop (webapp.learning: training runs, model registry, gate, promotion).
+TRAINING_DIR = Path(env_str("SKULENS_TRAINING_DIR", str(VAR_DIR / "training")))
+MODELS_DIR = Path(env_str("SKULENS_MODELS_DIR", str(VAR_DIR / "models")))
+# Resolved bad cases (with a correct SKU) since the last run that start a retraining.
+RETRAIN_MIN_BAD_CASES = env_int("SKULENS_RETRAIN_MIN_BAD_CASES", 50)
+RETRAIN_CHECK_S = env_float("SKULENS_RETRAIN_CHECK_S", 900.0)
+AUTO_PROMOTE = env_bool("SKULENS_AUTO_PROMOTE", True)
+TRAIN_BACKBONE = env_str("SKULENS_TRAIN_BACKBONE", "efficientnet_lite0")
+TRAIN_EPOCHS = env_int("SKULENS_TRAIN_EPOCHS", 10)
+TRAIN_IMAGE_SIZE = env_int("SKULENS_TRAIN_IMAGE_SIZE", 0)  # 0: the backbone's own
+TRAIN_EMBEDDING_DIM = env_int("SKULENS_TRAIN_EMBEDDING_DIM", 256)  # 0: pooled features
+# > 0: cached-trunk training (cheap on CPU); 0: end to end (use on a GPU).
+TRAIN_CACHED_VIEWS = env_int("SKULENS_TRAIN_CACHED_VIEWS", 4)
+TRAIN_BATCHES_PER_EPOCH = env_int("SKULENS_TRAIN_BATCHES_PER_EPOCH", 0)  # 0: one pass
+TRAIN_MAX_MINUTES = env_float("SKULENS_TRAIN_MAX_MINUTES", 120.0)
+# Any other ml.train.TrainConfig field, as JSON, e.g. {"loss": "triplet_semihard"}.
+try:
+    TRAIN_OPTIONS: dict[str, object] = json.loads(env_str("SKULENS_TRAIN_OPTIONS", "{}"))
+except json.JSONDecodeError as _exc:
+    raise ImproperlyConfigured(f"SKULENS_TRAIN_OPTIONS must be a JSON object: {_exc}") from _exc
+if not isinstance(TRAIN_OPTIONS, dict):
+    raise ImproperlyConfigured("SKULENS_TRAIN_OPTIONS must be a JSON object")
+# The gate: R@1 on held-out confirmed photos must gain more than GATE_MIN_GAIN; Top-4, MAP@R
+# and the replay of past confirmed matches may not drop by more than GATE_TOLERANCE.
+GATE_TOLERANCE = env_float("SKULENS_GATE_TOLERANCE", 0.01)
+GATE_MIN_GAIN = env_float("SKULENS_GATE_MIN_GAIN", 0.0)
+GATE_HOLDOUT_PERCENT = env_int("SKULENS_GATE_HOLDOUT_PERCENT", 15)
+GATE_MIN_HOLDOUT = env_int("SKULENS_GATE_MIN_HOLDOUT", 20)
+GATE_REPLAY_LIMIT = env_int("SKULENS_GATE_REPLAY_LIMIT", 2000)
 TORCH_DEVICE = env_str("SKULENS_TORCH_DEVICE", "auto")
+# CPU threads for torch (0: every core). One thread avoids oversubscription on a busy host.
+TORCH_THREADS = env_int("SKULENS_TORCH_THREADS", 0)
+# Subject isolation. "yolov8n.pt" is downloaded by ultralytics where there is internet; offline,
+# point this at a local .pt/.onnx/.tflite file. Empty disables detection (full frame).
+DETECTOR_WEIGHTS = env_str("SKULENS_DETECTOR_WEIGHTS", "yolov8n.pt")
+DETECTOR_IMAGE_SIZE = env_int("SKULENS_DETECTOR_IMAGE_SIZE", 320)
+DETECTOR_MIN_CONFIDENCE = env_float("SKULENS_DETECTOR_MIN_CONFIDENCE", 0.15)
+SEGMENTATION = env_str("SKULENS_SEGMENTATION", "grabcut")
+if SEGMENTATION not in ("grabcut", "none"):
+    raise ImproperlyConfigured("SKULENS_SEGMENTATION must be 'grabcut' or 'none'")
 # Fault injection for the worker-kill test: seconds to sleep between claiming and storing.
 MATCH_TEST_DELAY_S = env_float("SKULENS_MATCH_TEST_DELAY_S", 0.0)
 
@@ -150,11 +204,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
-    "matching.*": {"queue": "gpu"},
+    "matching.run_match": {"queue": "gpu"},
     "learning.*": {"queue": "gpu"},
 }
 CELERY_BEAT_SCHEDULE = {
     "index-sync-hourly": {"task": "learning.sync_index", "schedule": 3600.0},
+    "thresholds-daily": {"task": "matching.recalibrate_thresholds", "schedule": 86400.0},
+    "retraining-check": {"task": "learning.check_retraining", "schedule": RETRAIN_CHECK_S},
 }
 CELERY_TIMEZONE = "UTC"
 

@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("match/", include("webapp.matching.urls")),
     path("review/", include("webapp.review.urls")),
+    path("learning/", include("webapp.learning.urls")),
     path("catalog/", include("webapp.catalog.urls")),
     path("api/", include("webapp.api.urls")),
     path("admin/", admin.site.urls),

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 
 import numpy as np
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb
 from ml.index import VectorIndex
@@ -28,30 +30,36 @@ logger = logging.getLogger(__name__)
 EMBED_BATCH = 32
 
 
-def reference_embeddings_refresh(*, batch_size: int = EMBED_BATCH) -> int:
-    """Embed every reference image with no embedding from the current model. Returns the count."""
-    model_name = ml_gateway.embedder().name
-    stale = SKUImage.objects.exclude(embedding_model=model_name).order_by("id")
+def reference_embeddings_refresh(*, model_ref: str, batch_size: int = EMBED_BATCH) -> int:
+    """Embed every reference image not yet embedded by `model_ref`. Returns the count."""
+    version = ml_gateway.embedding_version(model_ref)
+    stale = SKUImage.objects.exclude(embedding_model=version).order_by("id")
     ids = list(stale.values_list("id", flat=True))
     done = 0
     for start in range(0, len(ids), batch_size):
-        batch = list(SKUImage.objects.filter(id__in=ids[start : start + batch_size]))
-        images, ok = [], []
+        batch = SKUImage.objects.filter(id__in=ids[start : start + batch_size]).select_related(
+            "sku__series__brand__category"
+        )
+        # Items are isolated with their own category's detector classes, like a filtered query.
+        by_classes: dict[tuple[str, ...], list[tuple[SKUImage, Image.Image]]] = defaultdict(list)
         for reference in batch:
             try:
                 with reference.image.open("rb") as handle:
-                    images.append(load_rgb(handle.read()))
-                ok.append(reference)
+                    image = load_rgb(handle.read())
             except (ImageDecodeError, OSError) as exc:
                 logger.error("reference image %s cannot be embedded: %s", reference.pk, exc)
-        if not ok:
-            continue
-        vectors = ml_gateway.embed_images(images)
-        for reference, vector in zip(ok, vectors, strict=True):
-            reference.embedding = np.asarray(vector, dtype=np.float32).tobytes()
-            reference.embedding_model = model_name
-        SKUImage.objects.bulk_update(ok, ["embedding", "embedding_model"])
-        done += len(ok)
+                continue
+            classes = tuple(reference.sku.series.brand.category.detection_classes)
+            by_classes[classes].append((reference, image))
+        for classes, group in by_classes.items():
+            vectors = ml_gateway.embed_items(
+                [image for _, image in group], classes=classes, model_ref=model_ref
+            )
+            for (reference, _), vector in zip(group, vectors, strict=True):
+                reference.embedding = np.asarray(vector, dtype=np.float32).tobytes()
+                reference.embedding_model = version
+            SKUImage.objects.bulk_update([r for r, _ in group], ["embedding", "embedding_model"])
+            done += len(group)
     return done
 
 
@@ -60,15 +68,23 @@ def _database_vectors(ids: list[int]) -> np.ndarray:
     return np.stack([np.frombuffer(bytes(rows[i]), dtype=np.float32) for i in ids])
 
 
-def index_publish(*, full_rebuild: bool = False) -> IndexVersion:
-    """Bring the search index in line with the catalogue and make it the active version."""
+def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -> IndexVersion:
+    """Bring the search index in line with the catalogue and make it the active version.
+
+    Incremental (add/remove the difference) when the active index was built by the same model
+    and isolation; a full rebuild, sized by `VectorIndex.build`, otherwise. Passing another
+    `model_ref` (a promotion or rollback) re-embeds the catalogue with it first; the model and
+    the index then go live together, in one transaction.
+    """
     started = time.perf_counter()
-    reference_embeddings_refresh()
-    model_name = ml_gateway.embedder().name
+    parent = active_index_version()
+    model_ref = model_ref or (parent.model_ref if parent and parent.model_ref else None)
+    model_ref = model_ref or ml_gateway.default_model_ref()
+    reference_embeddings_refresh(model_ref=model_ref)
+    model_name = ml_gateway.embedding_version(model_ref)
     wanted = set(
         indexable_images().filter(embedding_model=model_name).values_list("id", flat=True)
     )
-    parent = active_index_version()
     index: VectorIndex | None = None
     if parent and not full_rebuild and parent.model_version == model_name:
         try:
@@ -76,17 +92,21 @@ def index_publish(*, full_rebuild: bool = False) -> IndexVersion:
         except FileNotFoundError:
             logger.warning("index files of %s are missing: rebuilding", parent.name)
     if index is None:
-        parent_ids: set[int] = set()
-        index = VectorIndex.create(ml_gateway.embedder().dim, expected_size=len(wanted))
+        ids = sorted(wanted)
+        if ids:
+            index = VectorIndex.build(np.asarray(ids, dtype=np.int64), _database_vectors(ids))
+        else:
+            index = VectorIndex.create(ml_gateway.embedder(model_ref).dim)
+        to_add, to_remove = ids, []
     else:
         parent_ids = {int(i) for i in index.ids()}
-    to_add = sorted(wanted - parent_ids)
-    to_remove = sorted(parent_ids - wanted)
-    if to_remove:
-        index.remove(np.asarray(to_remove, dtype=np.int64))
-    for start in range(0, len(to_add), 10_000):
-        chunk = to_add[start : start + 10_000]
-        index.add(np.asarray(chunk, dtype=np.int64), _database_vectors(chunk))
+        to_add = sorted(wanted - parent_ids)
+        to_remove = sorted(parent_ids - wanted)
+        if to_remove:
+            index.remove(np.asarray(to_remove, dtype=np.int64))
+        for start in range(0, len(to_add), 10_000):
+            chunk = to_add[start : start + 10_000]
+            index.add(np.asarray(chunk, dtype=np.int64), _database_vectors(chunk))
 
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}
@@ -96,6 +116,7 @@ def index_publish(*, full_rebuild: bool = False) -> IndexVersion:
         version = IndexVersion.objects.create(
             name=name,
             model_version=model_name,
+            model_ref=model_ref,
             status=IndexVersion.Status.READY,
             is_active=True,
             vector_count=index.ntotal,

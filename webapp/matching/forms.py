@@ -23,3 +23,12 @@ class DecisionForm(forms.Form):
     candidate = forms.IntegerField(required=False)
     sku = forms.IntegerField(required=False)
     note = forms.CharField(required=False, max_length=2000)
+
+
+class BoxForm(forms.Form):
+    """A corrected item box in pixels of the stored (EXIF-oriented) photo."""
+
+    x0 = forms.FloatField(min_value=0)
+    y0 = forms.FloatField(min_value=0)
+    x1 = forms.FloatField(min_value=0)
+    y1 = forms.FloatField(min_value=0)

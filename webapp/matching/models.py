@@ -64,14 +64,41 @@ class QueryPhoto(models.Model):
     original_format = models.CharField(max_length=10)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
-    # Item box in pixels of `image`; null until detection has run.
+    class BoxSource(models.TextChoices):
+        DETECTOR = "detector", "Detected"
+        FULL_FRAME = "full_frame", "Nothing detected: full photo used"
+        CORRECTED = "corrected", "Corrected by the appraiser"
+
+    # Item box [x0, y0, x1, y1] in pixels of `image`; null until the match has run.
     box = models.JSONField(null=True, blank=True)
+    box_source = models.CharField(max_length=12, choices=BoxSource.choices, blank=True)
+    detection_label = models.CharField(max_length=40, blank=True)
+    detection_confidence = models.FloatField(null=True, blank=True)
+    # Foreground mask (PNG, white = item) of the whole image, from segmentation.
+    mask = models.ImageField(upload_to="uploads/masks/%Y/%m/", blank=True)
 
     class Meta:
         ordering = ["request_id", "position"]
         constraints = [
             models.UniqueConstraint(fields=["request", "position"], name="photo_position_unique")
         ]
+
+    def __str__(self) -> str:
+        return f"Match #{self.request_id} photo {self.position + 1}"
+
+    @property
+    def box_percent(self) -> dict[str, float] | None:
+        """The box as CSS percentages of the photo, for drawing it over the image."""
+        if not self.box:
+            return None
+        x0, y0, x1, y1 = self.box
+        return {
+            "left": 100 * x0 / self.width,
+            "top": 100 * y0 / self.height,
+            "width": 100 * (x1 - x0) / self.width,
+            "height": 100 * (y1 - y0) / self.height,
+        }
+
 
 
 class Candidate(models.Model):
@@ -90,6 +117,9 @@ class Candidate(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["request", "rank"], name="candidate_rank_unique")
         ]
+
+    def __str__(self) -> str:
+        return f"Match #{self.request_id} candidate {self.rank}: {self.sku_id} ({self.score:.2f})"
 
 
 class Decision(models.Model):
@@ -110,3 +140,22 @@ class Decision(models.Model):
     # The versions in force when the decision was made.
     model_version = models.CharField(max_length=120, blank=True)
     index_version = models.CharField(max_length=120, blank=True)
+
+    def __str__(self) -> str:
+        return f"Match #{self.request_id}: {self.outcome}"
+
+
+class ScoreThreshold(models.Model):
+    """A category's calibrated "confident match" score, fitted on review decisions."""
+
+    category = models.OneToOneField(Category, on_delete=models.CASCADE, related_name="threshold")
+    threshold = models.FloatField()
+    target_precision = models.FloatField()
+    precision = models.FloatField()
+    coverage = models.FloatField()
+    support = models.PositiveIntegerField()
+    decisions = models.PositiveIntegerField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.category}: {self.threshold:.3f} (precision {self.precision:.2f})"

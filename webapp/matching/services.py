@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -15,11 +16,14 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from PIL import Image
 
 from ml.images import load_rgb
+from ml.types import Box
 from webapp import ml_gateway
 from webapp.catalog.models import SKU, Brand, Category, Series
 from webapp.catalog.selectors import reference_ids_for_filters
+from webapp.matching.calibration import confident_threshold
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
 from webapp.matching.validation import UploadedPhoto, ValidPhoto, validate_photos
 
@@ -104,7 +108,11 @@ class FilterPlan:
 
 def filter_plan(request: MatchRequest) -> FilterPlan:
     """Honour the filters exactly; when nothing passes, drop series, then brand, then category."""
-    levels = {"category": request.category_id, "brand": request.brand_id, "series": request.series_id}
+    levels = {
+        "category": request.category_id,
+        "brand": request.brand_id,
+        "series": request.series_id,
+    }
     if not any(levels.values()):
         return FilterPlan(None, [])
     relaxed: list[str] = []
@@ -152,7 +160,14 @@ def match_request_run(*, request_id: int) -> bool:
     if settings.MATCH_TEST_DELAY_S:
         time.sleep(settings.MATCH_TEST_DELAY_S)
     result = ml_gateway.match(
-        images, allowed_reference_ids=plan.allowed_reference_ids, top_k=settings.MATCH_TOP_K
+        images,
+        allowed_reference_ids=plan.allowed_reference_ids,
+        top_k=settings.MATCH_TOP_K,
+        corrected_boxes=[
+            Box(*photo.box) if photo.box_source == QueryPhoto.BoxSource.CORRECTED else None
+            for photo in photos
+        ],
+        detection_classes=detection_classes_for(request),
     )
     MatchRequest.objects.filter(pk=request_id).update(stage="storing", progress=90)
 
@@ -162,6 +177,8 @@ def match_request_run(*, request_id: int) -> bool:
         if locked.status != MatchRequest.Status.RUNNING:
             return False
         locked.candidates.all().delete()
+        for photo, isolation in zip(photos, result.isolations, strict=True):
+            _photo_isolation_store(photo, isolation)
         Candidate.objects.bulk_create(
             Candidate(
                 request=locked,
@@ -187,6 +204,58 @@ def match_request_run(*, request_id: int) -> bool:
         locked.finished_at = timezone.now()
         locked.save()
     return True
+
+
+def detection_classes_for(request: MatchRequest) -> list[str]:
+    """Detector classes for the request: its category's, or every category's when unfiltered.
+
+    An empty list lets any class count (categories that configure none)."""
+    if request.category_id:
+        return list(request.category.detection_classes)
+    configured = Category.objects.exclude(detection_classes=[]).values_list(
+        "detection_classes", flat=True
+    )
+    if Category.objects.filter(detection_classes=[]).exists():
+        return []
+    return sorted({name for names in configured for name in names})
+
+
+def _photo_isolation_store(photo: QueryPhoto, isolation: ml_gateway.Isolation) -> None:
+    box = isolation.box
+    photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
+    photo.box_source = isolation.source
+    photo.detection_label = isolation.label
+    photo.detection_confidence = isolation.confidence
+    if photo.mask:
+        photo.mask.delete(save=False)
+    if isolation.mask is not None:
+        buffer = io.BytesIO()
+        Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
+        photo.mask.save(f"m{photo.request_id}-{photo.position}.png",
+                        ContentFile(buffer.getvalue()), save=False)
+    photo.save()
+
+
+def query_photo_box_correct(*, photo: QueryPhoto, box: Box) -> MatchRequest:
+    """Keep the appraiser's box for this photo and run the match again with it."""
+    if Decision.objects.filter(request_id=photo.request_id).exists():
+        raise DecisionError("This match is already decided; start a new one to change the box.")
+    if not photo.request.is_finished:
+        raise DecisionError("Wait for the match to finish before correcting the box.")
+    if not (0 <= box.x0 < box.x1 <= photo.width and 0 <= box.y0 < box.y1 <= photo.height):
+        raise DecisionError("The box must lie inside the photo.")
+    if box.width < 8 or box.height < 8:
+        raise DecisionError("The box is too small.")
+    with transaction.atomic():
+        photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
+        photo.box_source = QueryPhoto.BoxSource.CORRECTED
+        photo.detection_label, photo.detection_confidence = "", None
+        photo.save()
+        MatchRequest.objects.filter(pk=photo.request_id).update(
+            status=MatchRequest.Status.QUEUED, error="", progress=0, finished_at=None
+        )
+        _enqueue(photo.request_id)
+    return MatchRequest.objects.get(pk=photo.request_id)
 
 
 def match_request_fail(*, request_id: int, error: str) -> None:
@@ -216,6 +285,7 @@ def decision_record(
     note: str = "",
 ) -> Decision:
     """Record the appraiser's verdict. Rejections and corrections become bad cases."""
+    from webapp.matching.gallery import gallery_enrich_from_decision
     from webapp.review.services import bad_case_open_for
 
     if request.status != MatchRequest.Status.DONE:
@@ -246,7 +316,10 @@ def decision_record(
             model_version=request.model_version,
             index_version=request.index_version,
         )
-        below_threshold = candidate is not None and candidate.score < settings.CONFIDENT_SCORE
+        below_threshold = candidate is not None and candidate.score < confident_threshold(
+            candidate.sku.category
+        )
         if outcome != Decision.Outcome.ACCEPT or below_threshold:
             bad_case_open_for(decision=decision)
+        gallery_enrich_from_decision(decision=decision)
     return decision

@@ -36,6 +36,13 @@ def run_match(self: Task, request_id: int) -> None:
         match_request_fail(request_id=request_id, error=f"{type(exc).__name__}: {exc}")
 
 
+@shared_task(name="matching.recalibrate_thresholds", acks_late=True, ignore_result=True)
+def recalibrate_thresholds() -> int:
+    from webapp.matching.calibration import thresholds_recalibrate
+
+    return len(thresholds_recalibrate())
+
+
 @worker_ready.connect
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:

@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:request_id>/", views.detail, name="detail"),
     path("<int:request_id>/decide", views.decide, name="decide"),
     path("<int:request_id>/retry", views.retry, name="retry"),
+    path("<int:request_id>/photos/<int:position>/box", views.correct_box, name="correct_box"),
 ]

@@ -11,10 +11,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from ml.types import Box
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_search
-from webapp.matching.forms import DecisionForm, MatchRequestForm
-from webapp.matching.models import MatchRequest
+from webapp.matching.calibration import confident_threshold
+from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
+from webapp.matching.models import MatchRequest, QueryPhoto
 from webapp.matching.selectors import recent_requests, request_with_candidates
 from webapp.matching.services import (
     DecisionError,
@@ -22,6 +24,7 @@ from webapp.matching.services import (
     decision_record,
     match_request_create,
     match_request_retry,
+    query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
 
@@ -84,6 +87,12 @@ def create(request: HttpRequest) -> HttpResponse:
     return redirect("matching:home")
 
 
+def _confident_score(match: MatchRequest) -> float:
+    """The calibrated threshold of the top candidate's category."""
+    candidates = list(match.candidates.all())
+    return confident_threshold(candidates[0].sku.category if candidates else None)
+
+
 @role_required(Role.APPRAISER)
 @require_GET
 def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
@@ -92,7 +101,7 @@ def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
     return TemplateResponse(
         request,
         template,
-        {"match": match, "confident_score": settings.CONFIDENT_SCORE},
+        {"match": match, "confident_score": _confident_score(match)},
     )
 
 
@@ -123,6 +132,22 @@ def decide(request: HttpRequest, request_id: int) -> HttpResponse:
 @require_POST
 def retry(request: HttpRequest, request_id: int) -> HttpResponse:
     match_request_retry(request=get_object_or_404(MatchRequest, pk=request_id))
+    url = reverse("matching:detail", args=[request_id])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@role_required(Role.APPRAISER)
+@require_POST
+def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
+    photo = get_object_or_404(QueryPhoto, request_id=request_id, position=position)
+    form = BoxForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The box was incomplete.")
+    else:
+        try:
+            query_photo_box_correct(photo=photo, box=Box(**form.cleaned_data))
+        except DecisionError as exc:
+            messages.error(request, str(exc))
     url = reverse("matching:detail", args=[request_id])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 

@@ -1,15 +1,149 @@
+"""Bad-case reads: the QA queue with its filters, one case with everything QA needs."""
+
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from dataclasses import dataclass
+from datetime import timedelta
 
-from webapp.review.models import BadCase
+from django.db import connection
+from django.db.models import F, Prefetch, QuerySet
+from django.utils import timezone
+
+from webapp.catalog.models import Category
+from webapp.matching.models import Candidate, MatchRequest
+from webapp.review.models import BadCase, CatalogueGap, FailureCause
+
+AGES = {
+    "1d": ("Last 24 hours", timedelta(days=1), None),
+    "7d": ("Last 7 days", timedelta(days=7), None),
+    "old7": ("Older than 7 days", None, timedelta(days=7)),
+    "old30": ("Older than 30 days", None, timedelta(days=30)),
+}
+SORTS = {
+    "margin": ("Closest calls first", [F("margin").asc(nulls_last=True), "-created_at"]),
+    "newest": ("Newest first", ["-created_at"]),
+    "oldest": ("Oldest first", ["created_at"]),
+}
+NO_CAUSE = "none"
 
 
-def bad_case_queue(*, status: str = BadCase.Status.OPEN) -> QuerySet[BadCase]:
-    """Low-margin cases first: the top two candidates were close."""
+@dataclass(frozen=True)
+class QueueFilters:
+    status: str = BadCase.Status.OPEN
+    cause: str = ""
+    category: int | None = None
+    model_version: str = ""
+    age: str = ""
+    sort: str = "margin"
+
+    @classmethod
+    def from_query(cls, query: dict[str, str]) -> QueueFilters:
+        status = query.get("status", BadCase.Status.OPEN)
+        cause = query.get("cause", "")
+        category = query.get("category", "")
+        return cls(
+            status=status if status in (*BadCase.Status.values, "all") else BadCase.Status.OPEN,
+            cause=cause if cause in (*FailureCause.values, NO_CAUSE) else "",
+            category=int(category) if category.isdigit() else None,
+            model_version=query.get("model_version", "")[:120],
+            age=query.get("age", "") if query.get("age", "") in AGES else "",
+            sort=query.get("sort", "margin") if query.get("sort", "margin") in SORTS else "margin",
+        )
+
+
+def _with_cause(cases: QuerySet[BadCase], cause: str) -> QuerySet[BadCase]:
+    if cause == NO_CAUSE:
+        return cases.filter(causes=[])
+    if connection.features.supports_json_field_contains:
+        return cases.filter(causes__contains=[cause])
+    # SQLite has no JSON containment: filter the (small) list of ids in Python.
+    ids = [pk for pk, causes in cases.values_list("pk", "causes") if cause in (causes or [])]
+    return cases.filter(pk__in=ids)
+
+
+def bad_case_queue(
+    *, status: str = BadCase.Status.OPEN, filters: QueueFilters | None = None
+) -> QuerySet[BadCase]:
+    """Low-margin cases first (the top two candidates were close), unless sorted otherwise."""
+    filters = filters or QueueFilters(status=status)
+    cases = BadCase.objects.all()
+    if filters.status != "all":
+        cases = cases.filter(status=filters.status)
+    if filters.cause:
+        cases = _with_cause(cases, filters.cause)
+    if filters.category:
+        cases = cases.filter(category_id=filters.category)
+    if filters.model_version:
+        cases = cases.filter(request__model_version=filters.model_version)
+    if filters.age:
+        _label, newer_than, older_than = AGES[filters.age]
+        now = timezone.now()
+        if newer_than:
+            cases = cases.filter(created_at__gte=now - newer_than)
+        if older_than:
+            cases = cases.filter(created_at__lt=now - older_than)
+    top = Candidate.objects.filter(rank=1).select_related("sku")
     return (
-        BadCase.objects.filter(status=status)
-        .select_related("request__created_by", "decision", "correct_sku")
-        .prefetch_related("request__photos")
-        .order_by("margin", "-created_at")
+        cases.select_related(
+            "request__created_by", "decision__sku", "correct_sku", "category", "resolved_by"
+        )
+        .prefetch_related("request__photos", Prefetch("request__candidates", top, "top"))
+        .order_by(*SORTS[filters.sort][1])
     )
+
+
+def queue_choices() -> dict[str, object]:
+    """Options of the queue's filter bar."""
+    versions = (
+        MatchRequest.objects.filter(bad_case__isnull=False)
+        .exclude(model_version="")
+        .values_list("model_version", flat=True)
+        .distinct()
+        .order_by("model_version")
+    )
+    return {
+        "causes": FailureCause.choices,
+        "categories": Category.objects.filter(
+            pk__in=BadCase.objects.values("category_id")
+        ).order_by("name"),
+        "model_versions": list(versions),
+        "ages": [(key, label) for key, (label, _a, _b) in AGES.items()],
+        "sorts": [(key, label) for key, (label, _o) in SORTS.items()],
+        "statuses": [*BadCase.Status.choices, ("all", "All")],
+    }
+
+
+def bad_case_detail(*, case_id: int) -> BadCase:
+    return (
+        BadCase.objects.select_related(
+            "request__created_by", "request__category",
+            "decision__sku__series__brand__category", "decision__decided_by",
+            "correct_sku__series__brand__category", "resolved_by", "category",
+        )
+        .prefetch_related(
+            "request__photos",
+            Prefetch(
+                "request__candidates",
+                Candidate.objects.select_related(
+                    "sku__series__brand__category", "reference_image", "query_photo"
+                ).order_by("rank"),
+            ),
+        )
+        .get(pk=case_id)
+    )
+
+
+def next_open_case(*, after: BadCase) -> BadCase | None:
+    """The next case in the default queue order, skipping `after`."""
+    return bad_case_queue().exclude(pk=after.pk).first()
+
+
+def open_case_count() -> int:
+    return BadCase.objects.filter(status=BadCase.Status.OPEN).count()
+
+
+def catalogue_gaps(*, status: str = CatalogueGap.Status.OPEN) -> QuerySet[CatalogueGap]:
+    gaps = CatalogueGap.objects.select_related(
+        "bad_case__request", "bad_case__category", "reported_by", "closed_by", "sku"
+    ).prefetch_related("bad_case__request__photos")
+    return gaps if status == "all" else gaps.filter(status=status)

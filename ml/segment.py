@@ -1,0 +1,78 @@
+"""Second stage of subject isolation: a mask inside the detected box, and a neutral background.
+
+GrabCut (OpenCV) is seeded by the box: outside is background, inside is "probably foreground".
+The crop is the box with everything outside the mask painted a neutral grey, so the embedding
+sees the item and not the shop counter behind it.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ml.types import Box
+
+NEUTRAL = (127, 127, 127)
+# GrabCut's cost grows with pixels; the mask is computed on a downscaled copy.
+GRABCUT_MAX_SIDE = 320
+GRABCUT_ITERATIONS = 3
+# A mask covering less than this share of its box is a failed segmentation: keep the box.
+MIN_MASK_SHARE = 0.15
+
+
+def clamp_box(box: Box, width: int, height: int) -> Box:
+    x0 = min(max(0.0, box.x0), width - 1.0)
+    y0 = min(max(0.0, box.y0), height - 1.0)
+    x1 = min(max(x0 + 1.0, box.x1), float(width))
+    y1 = min(max(y0 + 1.0, box.y1), float(height))
+    return Box(x0, y0, x1, y1)
+
+
+def grabcut_mask(image: Image.Image, box: Box) -> np.ndarray:
+    """Foreground mask [height, width] bool of the whole image, True inside the item."""
+    box = clamp_box(box, image.width, image.height)
+    scale = min(1.0, GRABCUT_MAX_SIDE / max(image.width, image.height))
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    pixels = cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2BGR)
+    rect = (
+        int(box.x0 * scale),
+        int(box.y0 * scale),
+        max(1, int(box.width * scale)),
+        max(1, int(box.height * scale)),
+    )
+    mask = np.zeros(pixels.shape[:2], np.uint8)
+    background_model = np.zeros((1, 65), np.float64)
+    foreground_model = np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(pixels, mask, rect, background_model, foreground_model,
+                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        # Degenerate boxes (a few pixels, or the whole frame) give GrabCut nothing to learn.
+        return box_mask(image.size, box)
+    small_mask = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8) * 255
+    full = Image.fromarray(small_mask).resize(image.size, Image.Resampling.NEAREST)
+    result = np.asarray(full) > 0
+    inside = box_mask(image.size, box)
+    if result.sum() < MIN_MASK_SHARE * inside.sum():
+        return inside
+    return result & inside
+
+
+def box_mask(size: tuple[int, int], box: Box) -> np.ndarray:
+    width, height = size
+    mask = np.zeros((height, width), bool)
+    mask[int(box.y0) : int(np.ceil(box.y1)), int(box.x0) : int(np.ceil(box.x1))] = True
+    return mask
+
+
+def isolate(image: Image.Image, box: Box, mask: np.ndarray | None) -> Image.Image:
+    """The box's crop with pixels outside `mask` set to a neutral grey."""
+    box = clamp_box(box, image.width, image.height)
+    bounds = (int(box.x0), int(box.y0), int(np.ceil(box.x1)), int(np.ceil(box.y1)))
+    cropped = image.crop(bounds)
+    if mask is None:
+        return cropped
+    local = mask[bounds[1] : bounds[3], bounds[0] : bounds[2]]
+    background = Image.new("RGB", cropped.size, NEUTRAL)
+    return Image.composite(cropped, background, Image.fromarray(local.astype(np.uint8) * 255))

@@ -1,0 +1,79 @@
+"""The model registry: every model that was trained here or ever served, with its provenance.
+
+A trained checkpoint is copied into MODELS_DIR under a content-addressed name and never
+changes again, so a rollback loads exactly what was evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from webapp import ml_gateway
+from webapp.learning.models import ModelVersion, TrainingRun
+from webapp.learning.selectors import live_model_ref
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_store(*, source: Path, stem: str) -> Path:
+    """Copy a checkpoint into the registry folder (atomically); returns its final path."""
+    # <sha>/<stem>.pt: the embedder names it "<stem>-<sha>", the version decisions record.
+    folder = Path(settings.MODELS_DIR) / _sha256(source)[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stem}.pt"
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    return target.resolve()
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    model_ref: str,
+    source: str,
+    training_run: TrainingRun | None = None,
+    data_snapshot: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Register a model (idempotent on `model_ref`)."""
+    model, created = ModelVersion.objects.get_or_create(
+        model_ref=model_ref,
+        defaults={
+            "name": ml_gateway.embedder(model_ref).name,
+            "source": source,
+            "training_run": training_run,
+            "data_snapshot": data_snapshot or {},
+            "config": config or {},
+            "metrics": metrics or {},
+        },
+    )
+    return model
+
+
+def model_version_register_live() -> ModelVersion:
+    """The live model's registry row, created on first sight (e.g. the pretrained baseline)."""
+    ref = live_model_ref()
+    existing = ModelVersion.objects.filter(model_ref=ref).first()
+    if existing is not None:
+        return existing
+    source = ModelVersion.Source.TRAINED if Path(ref).is_file() else ModelVersion.Source.PRETRAINED
+    model = model_version_register(model_ref=ref, source=source)
+    if model.promoted_at is None:
+        ModelVersion.objects.filter(pk=model.pk).update(promoted_at=model.created_at)
+        model.refresh_from_db()
+    return model

@@ -1,0 +1,283 @@
+"""The learning loop, simulated end to end through the app's own services and tasks.
+
+A stream of grocery *train* photos is uploaded by a simulated appraiser who knows the truth
+(accepts it when shown, else searches for it or rejects all); a simulated QA reviewer resolves
+every bad case with the true SKU and a heuristic cause; a beat check every few photos starts
+retraining; the gate decides; promotion swaps model and index. Live Recall@1 / Top-4 is
+measured on the grocery *val* photos (never trained or selected on) before and after each
+promotion, cold (catalogue images only) and warm (catalogue + confirmed photos).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageFilter
+
+from ml.datasets import read_grocery_split
+from webapp.accounts.roles import Role
+from webapp.accounts.services import user_create_with_role
+from webapp.catalog.bundles import FolderSource
+from webapp.catalog.bulk import catalogue_import_rows
+from webapp.catalog.importing import grocery_rows
+from webapp.catalog.models import SKU
+from webapp.learning.measure import LiveRecall, live_recall
+from webapp.learning.models import IndexVersion, ModelVersion, Promotion, TrainingRun
+from webapp.learning.selectors import active_index_version
+from webapp.learning.services import index_publish
+from webapp.learning.tasks import check_retraining
+from webapp.learning.training import new_resolved_bad_cases, training_run_request
+from webapp.matching.models import Decision, MatchRequest
+from webapp.matching.services import decision_record, match_request_create
+from webapp.review.models import BadCase
+from webapp.review.services import bad_case_resolve
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SimConfig:
+    root: Path
+    photos: int = 540
+    seed: int = 0
+    retrain_min_bad_cases: int = 120
+    check_every: int = 20  # photos between two beat checks
+    search_probability: float = 0.7  # a miss is searched for (other SKU), else rejected
+    gallery_policy: str = "all"
+    max_minutes: float = 30.0
+    shuffled_demo: bool = True
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Point:
+    photos: int
+    label: str
+    model: str
+    index: str
+    cold_r1: float
+    cold_r4: float
+    warm_r1: float
+    warm_r4: float
+    gallery: int
+    elapsed_s: float
+
+
+@dataclass
+class Outcome:
+    points: list[Point] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    decisions: dict[str, int] = field(default_factory=dict)
+    bad_cases: int = 0
+    wall_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reviewer_causes(image: Image.Image) -> list[str]:
+    """The simulated reviewer's tags: what a glance at the photo suggests (heuristic)."""
+    grey = image.convert("L").resize((128, 128))
+    pixels = np.asarray(grey, dtype=np.float32)
+    edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float32)
+    causes = []
+    if pixels.mean() < 80 or pixels.mean() > 185:
+        causes.append("lighting")
+    if edges.var() < 150:
+        causes.append("compression_blur")
+    return causes or ["background"]  # grocery shelves: the usual suspect
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig, log: Log) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.rng = random.Random(cfg.seed)
+        self.started = time.perf_counter()
+        self.outcome = Outcome(config={**asdict(cfg), "root": str(cfg.root)})
+        self.truth: dict[int, int] = {}  # request id -> true SKU id
+        self.seen = 0
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if MatchRequest.objects.exists():
+            raise RuntimeError("The database already holds matches: use a fresh SKULENS_VAR_DIR.")
+        self.appraiser = user_create_with_role(username="sim-appraiser", password="sim-sim-sim",
+                                               role=Role.APPRAISER)
+        self.qa = user_create_with_role(username="sim-qa", password="sim-sim-sim", role=Role.QA)
+        if not SKU.objects.filter(code__startswith="GROCERY-").exists():
+            report = catalogue_import_rows(rows=list(grocery_rows(self.cfg.root)),
+                                           source=FolderSource(self.cfg.root), actor=None)
+            self.log(f"imported the grocery catalogue: {report}")
+        if active_index_version() is None:
+            index_publish()
+        self.sku_of = {int(code.split("-")[1]): pk for pk, code in
+                       SKU.objects.filter(code__startswith="GROCERY-").values_list("pk", "code")}
+        val = read_grocery_split(self.cfg.root, "val")
+        self.val_images = [Image.open(path).convert("RGB") for path, _, _ in val]
+        self.val_labels = [self.sku_of[product] for _, product, _ in val]
+        train = read_grocery_split(self.cfg.root, "train")
+        self.stream = self.rng.sample(train, min(self.cfg.photos, len(train)))
+        self.log(f"{len(self.stream)} train photos to stream, {len(self.val_images)} val photos")
+
+    # ----- measuring ----------------------------------------------------------------------
+
+    def measure(self, label: str) -> Point:
+        started = time.perf_counter()
+        r: LiveRecall = live_recall(self.val_images, self.val_labels)
+        point = Point(self.seen, label, r.model_version.split("|")[0], r.index_version,
+                      r.cold_r1, r.cold_r4, r.warm_r1, r.warm_r4, r.gallery_total,
+                      round(time.perf_counter() - self.started, 1))
+        self.outcome.points.append(point)
+        self.log(f"[{point.photos:4d} photos] {label}: cold R@1 {r.cold_r1:.3f} Top-4 "
+                 f"{r.cold_r4:.3f} | warm R@1 {r.warm_r1:.3f} Top-4 {r.warm_r4:.3f} | gallery "
+                 f"{r.gallery_total} | model {point.model} ({time.perf_counter() - started:.0f} s)")
+        return point
+
+    # ----- the people ---------------------------------------------------------------------
+
+    def appraise(self, path: Path, product: int) -> None:
+        data = path.read_bytes()
+        upload = SimpleUploadedFile(path.name, data, content_type="image/jpeg")
+        request = match_request_create(user=self.appraiser, uploads=[upload])  # runs eagerly
+        request.refresh_from_db()
+        if request.status != MatchRequest.Status.DONE:
+            raise RuntimeError(f"match {request.pk} {request.status}: {request.error}")
+        truth = self.sku_of[product]
+        self.truth[request.pk] = truth
+        shown = request.candidates.filter(sku_id=truth).first()
+        if shown is not None:
+            outcome = Decision.Outcome.ACCEPT
+            decision_record(request=request, user=self.appraiser, outcome=outcome,
+                            candidate_id=shown.pk)
+        elif self.rng.random() < self.cfg.search_probability:
+            outcome = Decision.Outcome.OTHER_SKU
+            decision_record(request=request, user=self.appraiser, outcome=outcome, sku_id=truth)
+        else:
+            outcome = Decision.Outcome.REJECT
+            decision_record(request=request, user=self.appraiser, outcome=outcome)
+        key = outcome if shown is None or shown.rank > 1 else "accept_top1"
+        self.outcome.decisions[key] = self.outcome.decisions.get(key, 0) + 1
+
+    def review(self) -> None:
+        for case in BadCase.objects.filter(status=BadCase.Status.OPEN).select_related("request"):
+            photo = case.request.photos.first()
+            with photo.image.open("rb") as handle:
+                image = Image.open(handle).convert("RGB")
+            bad_case_resolve(bad_case=case, actor=self.qa, causes=reviewer_causes(image),
+                             correct_sku=SKU.objects.get(pk=self.truth[case.request_id]))
+            self.outcome.bad_cases += 1
+
+    # ----- the loop -----------------------------------------------------------------------
+
+    def beat(self) -> None:
+        """What Celery beat does every few minutes; measured around a swap when one happens."""
+        if new_resolved_bad_cases() < settings.RETRAIN_MIN_BAD_CASES:
+            return
+        promotions = Promotion.objects.filter(status=Promotion.Status.DONE).count()
+        before = self.measure("before retraining")
+        run_id = check_retraining.delay().get()  # eager: trains, gates and promotes now
+        self.record_run(run_id)
+        if Promotion.objects.filter(status=Promotion.Status.DONE).count() > promotions:
+            self.measure(f"after promotion {promotions + 1}")
+        else:
+            self.log(f"no promotion (still {before.model})")
+        self.prune_index_versions()
+
+    def record_run(self, run_id: int | None) -> dict[str, Any]:
+        run = TrainingRun.objects.get(pk=run_id)
+        model = ModelVersion.objects.filter(training_run=run).first()
+        row = {
+            "run": run.pk, "status": run.status, "photos_seen": self.seen,
+            "options": run.options, "data": run.data_snapshot, "error": run.error,
+            "train_s": round(run.duration_s or 0, 1),
+            "model": model.name if model else None,
+            "gate": model.gate if model else None,
+            "gate_reasons": model.gate_report.get("reasons") if model else None,
+            "gate_figures": model.gate_report.get("figures") if model else None,
+            "selection": (model.metrics.get("selection") if model else None),
+        }
+        self.outcome.runs.append(row)
+        self.log(f"run #{run.pk} {run.status} in {row['train_s']} s: gate {row['gate']} "
+                 f"{'; '.join(row['gate_reasons'] or []) or ''}")
+        if run.status == TrainingRun.Status.FAILED:
+            self.log(run.error)
+        return row
+
+    def prune_index_versions(self, keep: int = 2) -> None:
+        """Housekeeping for the simulation only: every gallery addition publishes a version."""
+        active = active_index_version()
+        stale = IndexVersion.objects.exclude(pk=active.pk if active else None).order_by(
+            "-created_at")[keep:]
+        for version in stale:
+            shutil.rmtree(settings.INDEX_DIR / version.name, ignore_errors=True)
+
+    def over_time(self) -> bool:
+        return (time.perf_counter() - self.started) / 60 > self.cfg.max_minutes
+
+    def run(self) -> Outcome:
+        self.setup()
+        self.measure("start")
+        for path, product, _coarse in self.stream:
+            self.appraise(path, product)
+            self.seen += 1
+            self.review()
+            if self.seen % self.cfg.check_every == 0:
+                self.prune_index_versions()
+                self.beat()
+                if self.over_time():
+                    self.log("time budget reached: the stream stops here")
+                    break
+        self.measure("end of stream")
+        if self.cfg.shuffled_demo:
+            self.log("training a deliberately broken model (shuffled labels) for the gate")
+            run = training_run_request(trigger=TrainingRun.Trigger.MANUAL,
+                                       options={"shuffle_labels": True})
+            self.record_run(run.pk)
+        self.outcome.wall_s = round(time.perf_counter() - self.started, 1)
+        return self.outcome
+
+
+def plot_curve(outcome: Outcome, path: Path) -> None:
+    """Recall on grocery val against photos streamed, with the promotions marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.2), dpi=110)
+    ax = fig.add_subplot()
+    points = outcome.points
+    x = [p.photos for p in points]
+    for key, label, style in (("cold_r1", "cold R@1", "-o"), ("cold_r4", "cold Top-4", "--o"),
+                              ("warm_r1", "warm R@1", "-s"), ("warm_r4", "warm Top-4", "--s")):
+        ax.plot(x, [getattr(p, key) for p in points], style, markersize=3, label=label)
+    for p in points:
+        if p.label.startswith("after promotion"):
+            ax.axvline(p.photos, color="#7a4b2a", alpha=0.4, linestyle=":")
+            ax.text(p.photos, 0.02, p.label.replace("after ", ""), rotation=90, fontsize=7,
+                    color="#7a4b2a", va="bottom", ha="right")
+    ax.set_xlabel("appraisal photos streamed (grocery train)")
+    ax.set_ylabel("grocery val (296 photos)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Learning loop: live model + index on grocery val", fontsize=10, loc="left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def write_json(outcome: Outcome, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outcome.as_json(), indent=1, default=str))
