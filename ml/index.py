@@ -16,9 +16,17 @@ Filtered search (``allowed_ids``) honours the filter exactly, in 100% of results
 
 * flat index, or at most :data:`EXACT_FILTER_MAX` allowed vectors: brute force over the
   allowed vectors (exact; one sgemm, cheaper than a selector scan or probing);
-* more, on IVF: ``IDSelector`` over the probed lists; a query whose probed lists hold fewer than
-  ``max(MIN_FILTER_CANDIDATES, 10 k)`` allowed vectors probes further lists, nearest first, until
-  they do, so a filter unrelated to the query's neighbourhood does not starve it.
+* more, on IVF: ``IDSelector`` over the probed lists. A query needs ``want =
+  max(MIN_FILTER_CANDIDATES, 10 k)`` allowed vectors in its probed lists; when a filter is too
+  sparse to promise that (``nprobe * m / nlist < want``), the lists are checked per query, and a
+  query short of candidates is answered by brute force over the allowed vectors (up to
+  :data:`THIN_SUBSET_MAX` of them) or probes further lists, nearest first, until it has them.
+  So a filter unrelated to the query's neighbourhood (a different category) does not starve it.
+
+A filter's preparation (sorting, membership, per-list counts, selector, and for brute force the
+gathered vectors; ~25 ms for 100k ids at 1M) is cached for the last :data:`FILTER_CACHE_SIZE`
+distinct filters, as the same category / brand / series filters come back request after
+request; any add or remove clears the cache.
 
 Faiss GPU ignores selectors, so on a GPU device filtered search goes through
 :mod:`ml.gpu_search` instead (over-fetch + membership test, or brute force over the subset);
@@ -32,6 +40,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +58,25 @@ _faiss: Any = faiss  # untyped access to SWIG names the stubs lack
 IVF_THRESHOLD = 200_000
 # nprobe when a build is not tuned (tune=False) or meta lacks it: the tuned value at 1M.
 DEFAULT_NPROBE = 8
-# build() tunes nprobe to reach this recall@10 on a sample of the data; the margin over the
-# 0.98 target absorbs the sample's noise (512 queries: standard error ~0.002).
-TUNE_RECALL = 0.985
+# build() tunes nprobe to reach this recall@10 on a sample of the stored vectors; the margin
+# over the 0.98 target covers the sample's noise (512 queries: standard error ~0.002) and its
+# optimism (stored vectors helped train the lists: at 1M, 0.985 there was 0.977 on new queries).
+TUNE_RECALL = 0.99
 TUNE_QUERIES = 512
 NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 # Filters allowing up to this many vectors are scored exactly by brute force.
 EXACT_FILTER_MAX = 5_000
-# IVF + filter: a query probes lists until they hold at least this many allowed vectors
-# (at least 10 per result asked for).
+# IVF + filter: a query needs this many allowed vectors in its probed lists (and 10 per result).
 MIN_FILTER_CANDIDATES = 100
 FILTER_CANDIDATES_PER_K = 10
+# A query short of them is scored exactly over the allowed vectors when there are at most this
+# many, otherwise it probes up to WIDE_PROBE_MAX lists.
+THIN_SUBSET_MAX = 50_000
+WIDE_PROBE_MAX = 256
+FILTER_CACHE_SIZE = 16
+# Prepared filters also keep their gathered vectors (for brute force) up to this many bytes in
+# all: a repeated selective filter then costs one sgemm, not a gather (~2 us a vector).
+FILTER_VECTOR_CACHE_BYTES = 128 * 2**20
 # IDSelectorBitmap (a bit test per scanned id, ~2x faster than IDSelectorBatch's hash set at 1M)
 # when the largest allowed id fits a bitmap of this many bytes.
 BITMAP_MAX_BYTES = 16 * 2**20
@@ -128,6 +146,18 @@ def _padded(dist: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np
     return scores, labels
 
 
+@dataclass
+class _Filter:
+    """A prepared filter: ``allowed [m]`` sorted present ids, and for IVF the allowed count of
+    each list and the selector (built on first use)."""
+
+    allowed: np.ndarray
+    per_list: np.ndarray | None
+    selector: Any = None
+    keepalive: np.ndarray | None = None
+    vectors: np.ndarray | None = None  # [m, dim], the stored vectors of `allowed`
+
+
 class _IdTable:
     """Sorted stored ids and, for IVF, the inverted list of each: O(log n) membership tests
     (``np.isin`` against 1M ids costs ~100 ms a call), kept up to date by add/remove."""
@@ -178,6 +208,7 @@ class VectorIndex:
         self.nprobe = nprobe
         self._table: _IdTable | None = None
         self._device: SearchDevice | None = None  # None: Faiss CPU with selectors
+        self._filters: OrderedDict[tuple[int, int], tuple[np.ndarray, _Filter]] = OrderedDict()
         self.last_filter_stats: gpu_search.FilterStats | None = None
 
     # ----- construction -------------------------------------------------------------------
@@ -247,7 +278,7 @@ class VectorIndex:
         rng = np.random.default_rng(seed)
         # 39 points per centroid is what k-means needs; more only slows training down (at 1M:
         # 156k points, ~80 s on 2 cores).
-        n_train = min(len(ids), nlist * 64)
+        n_train = min(len(ids), nlist * 40)
         sample = (
             vectors
             if n_train == len(ids)
@@ -288,6 +319,16 @@ class VectorIndex:
     def device(self) -> str:
         """Where searches run: ``"cpu"``, ``"gpu"`` or ``"cpu-no-selector"``."""
         return self._device.name if self._device is not None else "cpu"
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """True when :meth:`build` would now choose another structure: a flat index grown to
+        :data:`IVF_THRESHOLD`, an IVF index shrunk below half of it, or IVF lists trained for
+        a size more than 4x away from the current one (``nlist`` off by 2x)."""
+        n = self.ntotal
+        if self.kind == "flat":
+            return n >= IVF_THRESHOLD
+        return n < IVF_THRESHOLD // 2 or not 0.5 <= self.nlist / choose_nlist(n) <= 2
 
     def __len__(self) -> int:
         return self.ntotal
@@ -392,6 +433,7 @@ class VectorIndex:
         return removed
 
     def _changed(self) -> None:
+        self._filters.clear()
         if self._device is not None:
             self._device.invalidate()
 
@@ -443,8 +485,8 @@ class VectorIndex:
             if self._device is not None:
                 return self._device.search(queries, k)
             return self._search_unfiltered(queries, k)
-        allowed = np.unique(_as_ids(allowed_ids))
-        allowed = allowed[self._ids_table().contains(allowed)]
+        filt = self._prepare_filter(_as_ids(allowed_ids))
+        allowed = filt.allowed
         if len(allowed) == 0:
             return _empty(nq, k)
         if self._device is not None:
@@ -455,11 +497,49 @@ class VectorIndex:
         if self.kind == "flat" or len(allowed) <= EXACT_FILTER_MAX:
             # Flat: scoring the gathered allowed vectors with one sgemm beats a selector scan
             # of all n (which also loses BLAS) at any filter size.
-            return subset_search(numpy_knn, queries, k, allowed, self._gather)
-        sel, keepalive = _selector(allowed)
-        scores, labels = self._search_ivf_filtered(queries, k, allowed, sel)
-        del keepalive  # the selector reads it until here
+            return self._search_subset(queries, k, filt)
+        return self._search_ivf_filtered(queries, k, filt)
+
+    def _search_subset(
+        self, queries: np.ndarray, k: int, filt: _Filter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact: every allowed vector scored; their gathered copy is kept while it fits."""
+        if filt.vectors is None:
+            size = len(filt.allowed) * self.dim * 4
+            if size > FILTER_VECTOR_CACHE_BYTES // 4:
+                return subset_search(numpy_knn, queries, k, filt.allowed, self._gather)
+            held = sum(f.vectors.nbytes for _, f in self._filters.values() if f.vectors is not None)
+            for _, old in self._filters.values():  # oldest first
+                if held + size <= FILTER_VECTOR_CACHE_BYTES:
+                    break
+                if old.vectors is not None:
+                    held -= old.vectors.nbytes
+                    old.vectors = None
+            filt.vectors = self._gather(filt.allowed)
+        top, rows = numpy_knn(queries, filt.vectors, k)
+        scores, labels = _empty(len(queries), k)
+        scores[:, : top.shape[1]], labels[:, : top.shape[1]] = top, filt.allowed[rows]
         return scores, labels
+
+    def _prepare_filter(self, allowed_ids: np.ndarray) -> _Filter:
+        key = (len(allowed_ids), hash(allowed_ids.tobytes()))
+        hit = self._filters.get(key)
+        if hit is not None and np.array_equal(hit[0], allowed_ids):
+            self._filters.move_to_end(key)
+            return hit[1]
+        table = self._ids_table()
+        allowed = np.unique(allowed_ids)
+        pos = np.minimum(np.searchsorted(table.ids, allowed), max(len(table.ids) - 1, 0))
+        present = table.ids[pos] == allowed if len(table.ids) else np.zeros(len(allowed), bool)
+        allowed, pos = allowed[present], pos[present]
+        per_list = None
+        if self.kind == "ivf" and table.lists is not None:
+            per_list = np.bincount(table.lists[pos], minlength=self.nlist)
+        filt = _Filter(allowed, per_list)
+        self._filters[key] = (allowed_ids.copy(), filt)
+        if len(self._filters) > FILTER_CACHE_SIZE:
+            self._filters.popitem(last=False)
+        return filt
 
     def _faiss_search(
         self, queries: np.ndarray, k: int, params: Any
@@ -504,33 +584,47 @@ class VectorIndex:
         return _padded(dist, found, k)
 
     def _search_ivf_filtered(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, sel: Any
+        self, queries: np.ndarray, k: int, filt: _Filter
     ) -> tuple[np.ndarray, np.ndarray]:
-        nlist = self.nlist
+        allowed, per_list = filt.allowed, filt.per_list
+        assert per_list is not None
+        if filt.selector is None:
+            filt.selector, filt.keepalive = _selector(allowed)
+        sel, nlist, m = filt.selector, self.nlist, len(allowed)
         nprobe = min(self.nprobe, nlist)
-        coarse, lists = self._coarse(queries, nprobe)
         kk = min(k, self.ntotal)
+        want = min(max(MIN_FILTER_CANDIDATES, FILTER_CANDIDATES_PER_K * k), m)
+        if nprobe * m / nlist >= want:
+            # Even spread at random the filter leaves `want` candidates in any nprobe lists.
+            return self._faiss_search(
+                queries, k, _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+            )
+        coarse, lists = self._coarse(queries, nprobe)
         scores, labels = self._search_preassigned(queries, kk, lists, coarse, sel)
-        per_list = np.bincount(self._ids_table().lists_of(allowed), minlength=nlist)
-        want = min(max(MIN_FILTER_CANDIDATES, FILTER_CANDIDATES_PER_K * k), len(allowed))
         thin = np.flatnonzero(per_list[np.maximum(lists, 0)].sum(axis=1) < want)
-        if thin.size and nprobe < nlist:
-            # The filter is sparse around these queries: probe further lists, nearest first,
-            # until they hold `want` allowed vectors (the rest of the row is -1: skipped).
-            wide_coarse, wide = self._coarse(queries[thin], nlist)
+        if thin.size == 0 or nprobe >= nlist:
+            return _padded(scores, labels, k)
+        thin_queries = np.ascontiguousarray(queries[thin])
+        if m <= THIN_SUBSET_MAX:
+            # The filter is sparse around these queries: score its vectors exactly.
+            s, i = self._search_subset(thin_queries, kk, filt)
+        else:
+            # Probe further lists, nearest first, until they hold `want` allowed vectors
+            # (the rest of each row is -1: skipped).
+            width = min(nlist, max(WIDE_PROBE_MAX, nprobe))
+            wide_coarse, wide = self._coarse(thin_queries, width)
             reach = np.cumsum(per_list[np.maximum(wide, 0)], axis=1)
             needed = np.maximum(nprobe, (reach < want).sum(axis=1) + 1)
-            width = int(min(nlist, needed.max()))
-            wide, wide_coarse = wide[:, :width], wide_coarse[:, :width]
-            wide = np.ascontiguousarray(np.where(np.arange(width) < needed[:, None], wide, -1))
+            width = int(min(width, needed.max()))
+            wide = np.where(np.arange(width) < needed[:, None], wide[:, :width], -1)
             s, i = self._search_preassigned(
-                np.ascontiguousarray(queries[thin]),
+                thin_queries,
                 kk,
-                wide,
-                np.ascontiguousarray(wide_coarse),
+                np.ascontiguousarray(wide),
+                np.ascontiguousarray(wide_coarse[:, :width]),
                 sel,
             )
-            scores[thin], labels[thin] = s, i
+        scores[thin], labels[thin] = s, i
         return _padded(scores, labels, k)
 
     def tune_nprobe(
@@ -744,6 +838,7 @@ def current_version(root: str | Path) -> str | None:
 __all__ = [
     "DEFAULT_NPROBE",
     "EXACT_FILTER_MAX",
+    "THIN_SUBSET_MAX",
     "IVF_THRESHOLD",
     "IndexCorruptError",
     "VectorIndex",

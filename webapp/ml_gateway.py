@@ -245,8 +245,9 @@ def match(
 
     started = time.perf_counter()
     hit_ids = {int(i) for i in reference_ids.ravel() if i >= 0}
+    # A SKU deactivated since the last index sync must not be offered.
     reference_to_sku = dict(
-        SKUImage.objects.filter(id__in=hit_ids).values_list("id", "sku_id")
+        SKUImage.objects.filter(id__in=hit_ids, sku__is_active=True).values_list("id", "sku_id")
     )
     candidates = rank_skus(cosines, reference_ids, reference_to_sku, top_k=top_k)
     timings["fuse"] = (time.perf_counter() - started) * 1000

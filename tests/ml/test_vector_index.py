@@ -191,6 +191,13 @@ def test_build_chooses_type_by_size(rng, make_unit_vectors, monkeypatch):
     small = VectorIndex.build(np.arange(1999), make_unit_vectors(rng, 1999, 8))
     big = VectorIndex.build(np.arange(2000), make_unit_vectors(rng, 2000, 8))
     assert (small.kind, big.kind) == ("flat", "ivf")
+    assert big.codec == "fp16" and 1 <= big.nprobe <= big.nlist
+    assert not small.needs_rebuild and not big.needs_rebuild
+    # Incremental growth keeps the structure; needs_rebuild tells the caller to rebuild.
+    small.add(np.arange(1999, 2100), make_unit_vectors(rng, 101, 8))
+    assert small.kind == "flat" and small.needs_rebuild
+    big.remove(np.arange(1200))
+    assert big.needs_rebuild  # below IVF_THRESHOLD / 2: flat is better again
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])

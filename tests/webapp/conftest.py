@@ -32,6 +32,8 @@ PASSWORD = "correct-horse-battery"
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:
+    # Real hashing costs ~2 s a user on this CPU; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.INDEX_DIR = tmp_path / "index"
     celery_app.conf.task_always_eager = True

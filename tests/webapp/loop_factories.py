@@ -7,10 +7,10 @@ candidates are whatever the test says was shown.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
-from django.utils import timezone
 
 from tests.webapp.conftest import jpeg_bytes
 from webapp.catalog.demo import demo_skus, render_photo
@@ -35,7 +35,10 @@ def decided_request(
     data = jpeg_bytes(render_photo(spec, seed), quality=90)
     request = MatchRequest.objects.create(
         created_by=appraiser, status=MatchRequest.Status.DONE, model_version=model_version,
-        index_version="idx-test", finished_at=timezone.now(), timings_ms={"embed": 12.0},
+        index_version="idx-test", timings_ms={"embed": 12.0},
+    )
+    MatchRequest.objects.filter(pk=request.pk).update(
+        finished_at=request.created_at + timedelta(milliseconds=180 + 40 * seed % 300)
     )
     photo = QueryPhoto(request=request, position=0, original_format="jpeg", width=384,
                        height=384, box=[20.0, 20.0, 364.0, 364.0],
@@ -46,7 +49,8 @@ def decided_request(
     scores = list(scores or [0.9 - 0.05 * i for i in range(len(shown))])
     for rank, (sku, score) in enumerate(zip(shown, scores, strict=True), start=1):
         Candidate.objects.create(request=request, rank=rank, sku=sku, score=score,
-                                 cosine=2 * score - 1, query_photo=photo)
+                                 cosine=2 * score - 1, query_photo=photo,
+                                 reference_image=sku.images.first())
     chosen = request.candidates.filter(sku=truth).first()
     if outcome == Decision.Outcome.ACCEPT:
         decision_record(request=request, user=appraiser, outcome=outcome, candidate_id=chosen.pk)

@@ -21,7 +21,7 @@ from webapp.matching.models import Decision
 pytestmark = pytest.mark.django_db
 
 LIVE = {"holdout_r1": 0.50, "holdout_r4": 0.80, "holdout_map_r": 0.40,
-        "replay_top1": 0.70, "replay_top4": 0.90}
+        "holdout_cold_r1": 0.30, "replay_top1": 0.70, "replay_top4": 0.90}
 
 
 def _decide(**candidate: float) -> tuple[bool, list[str]]:
@@ -40,6 +40,8 @@ def test_rule_needs_a_recall_gain_and_tolerates_small_drops() -> None:
     assert not passed and reasons[0].startswith("held-out MAP@R")
     passed, reasons = _decide(holdout_r1=0.60, replay_top4=0.85)
     assert not passed and reasons[0].startswith("replay Top-4")
+    passed, reasons = _decide(holdout_r1=0.60, holdout_cold_r1=0.25)
+    assert not passed and reasons[0].startswith("held-out R@1, catalogue images only")
     passed, reasons, _ = gate_decide(LIVE, {**LIVE, "holdout_r1": 0.9}, holdout_queries=5,
                                      tolerance=0.01, min_gain=0.0, min_holdout=20)
     assert not passed and "held-out photos" in reasons[0]

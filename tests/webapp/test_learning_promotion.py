@@ -23,7 +23,6 @@ from webapp.learning.registry import model_version_register
 from webapp.learning.selectors import live_model_ref
 
 
-
 def _matcher(stop: threading.Event, seen: list[tuple[str, str]], errors: list[str]) -> None:
     """Match continuously, as a worker would, while the main thread swaps models."""
     photo = render_photo(demo_skus()[0], 3)

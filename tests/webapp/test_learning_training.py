@@ -148,3 +148,10 @@ def test_cancel_stops_a_running_run(tiny_training, history, monkeypatch) -> None
     queued = training_run_request(trigger=TrainingRun.Trigger.MANUAL)
     assert training_run_cancel(run=queued).status == TrainingRun.Status.CANCELLED
     assert training_run_execute(run_id=queued.pk) is False
+
+
+def test_beat_checks_for_retraining(settings) -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["retraining-check"]
+    assert entry["task"] == "learning.check_retraining"
+    assert entry["schedule"] == settings.RETRAIN_CHECK_S
+    assert settings.CELERY_TASK_ROUTES["learning.*"]["queue"] == "gpu"

@@ -133,6 +133,8 @@ GALLERY_ENRICHMENT = env_str("SKULENS_GALLERY_ENRICHMENT", "corrections")
 if GALLERY_ENRICHMENT not in ("corrections", "all", "none"):
     raise ImproperlyConfigured("SKULENS_GALLERY_ENRICHMENT must be corrections, all or none")
 GALLERY_MAX_APPRAISAL_IMAGES = env_int("SKULENS_GALLERY_MAX_APPRAISAL_IMAGES", 20)
+# Reference images of different SKUs closer than this cosine are listed as near-duplicates.
+CATALOGUE_DUPLICATE_COSINE = env_float("SKULENS_DUPLICATE_COSINE", 0.97)
 
 # The learning loop (webapp.learning: training runs, model registry, gate, promotion).
 TRAINING_DIR = Path(env_str("SKULENS_TRAINING_DIR", str(VAR_DIR / "training")))

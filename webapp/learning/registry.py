@@ -16,7 +16,7 @@ from django.db import transaction
 
 from webapp import ml_gateway
 from webapp.learning.models import ModelVersion, TrainingRun
-from webapp.learning.selectors import live_model_ref
+from webapp.learning.selectors import active_index_version, live_model_ref
 
 
 def _sha256(path: Path) -> str:
@@ -45,16 +45,17 @@ def model_version_register(
     *,
     model_ref: str,
     source: str,
+    name: str = "",
     training_run: TrainingRun | None = None,
     data_snapshot: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """Register a model (idempotent on `model_ref`)."""
-    model, created = ModelVersion.objects.get_or_create(
+    """Register a model (idempotent on `model_ref`); `name` defaults to the embedder's."""
+    model, _created = ModelVersion.objects.get_or_create(
         model_ref=model_ref,
         defaults={
-            "name": ml_gateway.embedder(model_ref).name,
+            "name": name or ml_gateway.embedder(model_ref).name,
             "source": source,
             "training_run": training_run,
             "data_snapshot": data_snapshot or {},
@@ -72,7 +73,10 @@ def model_version_register_live() -> ModelVersion:
     if existing is not None:
         return existing
     source = ModelVersion.Source.TRAINED if Path(ref).is_file() else ModelVersion.Source.PRETRAINED
-    model = model_version_register(model_ref=ref, source=source)
+    # The active index records the network's name: no need to load the model (web process).
+    index = active_index_version()
+    name = index.model_version.split("|")[0] if index and index.model_ref == ref else ""
+    model = model_version_register(model_ref=ref, source=source, name=name)
     if model.promoted_at is None:
         ModelVersion.objects.filter(pk=model.pk).update(promoted_at=model.created_at)
         model.refresh_from_db()

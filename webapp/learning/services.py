@@ -91,6 +91,13 @@ def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -
             index, _ = VectorIndex.load(ml_gateway.index_path(parent.name))
         except FileNotFoundError:
             logger.warning("index files of %s are missing: rebuilding", parent.name)
+        # Incremental updates keep the index type; rebuild once its size calls for another
+        # (flat grown to IVF_THRESHOLD, IVF shrunk, or IVF lists trained for another size).
+        if index is not None and index.needs_rebuild:
+            logger.info(
+                "index %s (%d vectors, %s) needs a rebuild", parent.name, index.ntotal, index.kind
+            )
+            index = None
     if index is None:
         ids = sorted(wanted)
         if ids:
@@ -107,6 +114,11 @@ def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -
         for start in range(0, len(to_add), 10_000):
             chunk = to_add[start : start + 10_000]
             index.add(np.asarray(chunk, dtype=np.int64), _database_vectors(chunk))
+
+    if parent is not None and not to_add and not to_remove and not full_rebuild and (
+        parent.model_version == model_name
+    ):
+        return parent  # nothing changed: keep the active version
 
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}

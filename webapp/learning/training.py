@@ -168,31 +168,35 @@ class RunReporter(logging.Handler):
 
     def note(self, message: str, **fields: Any) -> bool:
         logger.info("run %s: %s", self.run_id, message)
-        self.lines.append(f"{timezone.localtime():%H:%M:%S} {message}")
-        self.fields.update(fields)
+        with self._lock:
+            self.lines.append(f"{timezone.localtime():%H:%M:%S} {message}")
+            self.fields.update(fields)
         return self.flush_now()
 
     def flush_now(self) -> bool:
         """Write progress and log; returns False when the run should stop."""
         self._last = time.monotonic()
-        with self._lock:
+        with self._lock:  # the heartbeat thread flushes too
             log = "\n".join(self.lines)
+            fields = dict(self.fields)
         TrainingRun.objects.filter(pk=self.run_id).update(
-            log=log, heartbeat_at=timezone.now(), **self.fields
+            log=log, heartbeat_at=timezone.now(), **fields
         )
         return not TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
 
     def __call__(self, info: dict[str, Any]) -> bool:
         if info.get("event") == "epoch":
-            self.history.append({k: v for k, v in info.items() if k != "event"})
-            self.fields["history"] = self.history
+            with self._lock:
+                self.history.append({k: v for k, v in info.items() if k != "event"})
+                self.fields["history"] = list(self.history)
             return self.flush_now()
         total = max(1, int(info["total_steps"]))
-        self.fields.update(
-            stage="training", epoch=info["epoch"], epochs=info["epochs"], step=info["done_steps"],
-            steps_total=total, loss=float(info["loss"]), eta_s=float(info["eta_s"]),
-            progress=10.0 + 80.0 * info["done_steps"] / total,
-        )
+        with self._lock:
+            self.fields.update(
+                stage="training", epoch=info["epoch"], epochs=info["epochs"],
+                step=info["done_steps"], steps_total=total, loss=float(info["loss"]),
+                eta_s=float(info["eta_s"]), progress=10.0 + 80.0 * info["done_steps"] / total,
+            )
         if time.monotonic() - self._last < self.interval_s and info["done_steps"] < total:
             return True
         return self.flush_now()

@@ -21,6 +21,7 @@ from PIL import Image
 from ml.images import load_rgb
 from ml.types import Box
 from webapp import ml_gateway
+from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, Brand, Category, Series
 from webapp.catalog.selectors import reference_ids_for_filters
 from webapp.matching.calibration import confident_threshold
@@ -315,6 +316,12 @@ def decision_record(
             note=note,
             model_version=request.model_version,
             index_version=request.index_version,
+        )
+        audit_record(
+            actor=user,
+            action="decision.record",
+            obj=decision,
+            changes={"outcome": [None, outcome], "sku": [None, sku.code if sku else None]},
         )
         below_threshold = candidate is not None and candidate.score < confident_threshold(
             candidate.sku.category

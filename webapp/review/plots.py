@@ -46,6 +46,8 @@ def _dates(ax: Axes, x: np.ndarray) -> None:
     """At most ~8 labelled buckets (AutoDateLocator warns on short daily ranges)."""
     step = max(1, -(-len(x) // 8))
     ax.set_xticks(x[::step])
+    # The whole period, even when only a few buckets have data.
+    ax.set_xlim(x[0] - np.timedelta64(1, "D"), x[-1] + np.timedelta64(1, "D"))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
 
 
