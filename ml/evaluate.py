@@ -132,7 +132,10 @@ def evaluate_embeddings(
     query_labels = np.asarray(query_labels, dtype=np.int64)
     if groups is None:
         groups = [[i] for i in range(len(query_vectors))]
-    index = VectorIndex.build(np.arange(len(gallery_vectors), dtype=np.int64), gallery_vectors)
+    # Metrics need the exact full ranking (k = ntotal): never an IVF approximation.
+    index = VectorIndex.build(
+        np.arange(len(gallery_vectors), dtype=np.int64), gallery_vectors, kind="flat"
+    )
     ref_to_label = dict(enumerate(gallery_labels.tolist()))
     hits = np.zeros(len(RECALL_KS))
     ap_sum = 0.0

@@ -6,7 +6,7 @@ Index type by size (:meth:`VectorIndex.build`; numbers in docs/benchmarks.md, "I
 vectors"):
 
 * below :data:`IVF_THRESHOLD` vectors: ``IndexIDMap2(IndexFlatIP)``, exact;
-* from :data:`IVF_THRESHOLD` up: IVF (inner product, ``nlist ~ 4 sqrt(n)``) with vectors stored
+* from :data:`IVF_THRESHOLD` up: IVF (inner product, ``nlist ~ 2 sqrt(n)``) with vectors stored
   as float16 (``IndexIVFScalarQuantizer(QT_fp16)``: same recall as float32 on our benchmark,
   1.35x the speed, half the memory) and a hashtable direct map so that arbitrary ids can be
   removed and reconstructed (HNSW could not remove). ``nprobe`` is tuned at build time on a
@@ -41,6 +41,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,11 @@ from ml.gpu_search import SearchDevice, filtered_search, numpy_knn, subset_searc
 
 _faiss: Any = faiss  # untyped access to SWIG names the stubs lack
 
-# Flat below, IVF from here up: the measured size at which tuned IVF overtakes exact flat
-# search in batched throughput (bench/index_scale.py --threshold; docs/benchmarks.md).
-IVF_THRESHOLD = 200_000
+# Flat (exact) below, IVF from here up: measured (bench/index_scale.py, docs/benchmarks.md)
+# as the size where exact search drops below the 5,000 queries/s target (batches of 1000,
+# 2 shared cores) while tuned IVF stays far above it. Tuned IVF was faster at every size
+# measured (from 1,000 vectors), so the pure speed crossover would make every index IVF.
+IVF_THRESHOLD = 10_000
 # nprobe when a build is not tuned (tune=False) or meta lacks it: the tuned value at 1M.
 DEFAULT_NPROBE = 8
 # build() tunes nprobe to reach this recall@10 on a sample of the stored vectors; the margin
@@ -101,8 +104,13 @@ def configure_threads(n: int | None = None) -> None:
 
 
 def choose_nlist(n: int) -> int:
-    """Number of IVF lists for ``n`` vectors: ~4 sqrt(n), limited by the training set size."""
-    nlist = int(4 * np.sqrt(max(n, 1)))
+    """Number of IVF lists for ``n`` vectors: ~2 sqrt(n), limited by the training set size.
+
+    Measured at 1M x 256 (docs/benchmarks.md): 2 sqrt(n) lists reach recall@10 0.99 about 25%
+    faster than 4 sqrt(n) (half the centroids to score per query, for a few more vectors
+    scanned) and train 3x faster.
+    """
+    nlist = int(2 * np.sqrt(max(n, 1)))
     return max(1, min(nlist, n // MIN_POINTS_PER_CENTROID, 65_536))
 
 
@@ -276,8 +284,7 @@ class VectorIndex:
             ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = seed
         rng = np.random.default_rng(seed)
-        # 39 points per centroid is what k-means needs; more only slows training down (at 1M:
-        # 156k points, ~80 s on 2 cores).
+        # k-means wants 39+ points per centroid; more only slows training down.
         n_train = min(len(ids), nlist * 40)
         sample = (
             vectors
@@ -481,17 +488,19 @@ class VectorIndex:
             raise ValueError("k must be >= 0")
         if k == 0 or nq == 0 or self.ntotal == 0:
             return _empty(nq, k)
+        # Faiss GPU's k-selection stops at GPU_MAX_K; larger k (full rankings) stays on CPU.
+        device = self._device if self._device is not None and k <= self._device.max_k else None
         if allowed_ids is None:
-            if self._device is not None:
-                return self._device.search(queries, k)
+            if device is not None:
+                return device.search(queries, k)
             return self._search_unfiltered(queries, k)
         filt = self._prepare_filter(_as_ids(allowed_ids))
         allowed = filt.allowed
         if len(allowed) == 0:
             return _empty(nq, k)
-        if self._device is not None:
+        if device is not None:
             scores, labels, self.last_filter_stats = filtered_search(
-                self._device, queries, k, allowed, ntotal=self.ntotal, gather=self._gather
+                device, queries, k, allowed, ntotal=self.ntotal, gather=self._filter_gather(filt)
             )
             return scores, labels
         if self.kind == "flat" or len(allowed) <= EXACT_FILTER_MAX:
@@ -503,11 +512,22 @@ class VectorIndex:
     def _search_subset(
         self, queries: np.ndarray, k: int, filt: _Filter
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact: every allowed vector scored; their gathered copy is kept while it fits."""
+        """Exact: every allowed vector scored, from the filter's kept copy when it fits."""
+        vectors = self._filter_vectors(filt)
+        if vectors is None:
+            return subset_search(numpy_knn, queries, k, filt.allowed, self._gather)
+        top, rows = numpy_knn(queries, vectors, k)
+        scores, labels = _empty(len(queries), k)
+        scores[:, : top.shape[1]], labels[:, : top.shape[1]] = top, filt.allowed[rows]
+        return scores, labels
+
+    def _filter_vectors(self, filt: _Filter) -> np.ndarray | None:
+        """The stored vectors of ``filt.allowed`` ``[m, dim]``, gathered once and kept within
+        :data:`FILTER_VECTOR_CACHE_BYTES` (oldest filters give theirs up); None if too big."""
         if filt.vectors is None:
             size = len(filt.allowed) * self.dim * 4
             if size > FILTER_VECTOR_CACHE_BYTES // 4:
-                return subset_search(numpy_knn, queries, k, filt.allowed, self._gather)
+                return None
             held = sum(f.vectors.nbytes for _, f in self._filters.values() if f.vectors is not None)
             for _, old in self._filters.values():  # oldest first
                 if held + size <= FILTER_VECTOR_CACHE_BYTES:
@@ -516,10 +536,20 @@ class VectorIndex:
                     held -= old.vectors.nbytes
                     old.vectors = None
             filt.vectors = self._gather(filt.allowed)
-        top, rows = numpy_knn(queries, filt.vectors, k)
-        scores, labels = _empty(len(queries), k)
-        scores[:, : top.shape[1]], labels[:, : top.shape[1]] = top, filt.allowed[rows]
-        return scores, labels
+        return filt.vectors
+
+    def _filter_gather(self, filt: _Filter) -> Callable[[np.ndarray], np.ndarray]:
+        """``gather`` for :func:`ml.gpu_search.filtered_search`: blocks of ``filt.allowed``,
+        served from the filter's kept copy (made on first use) when it fits."""
+
+        def gather(block: np.ndarray) -> np.ndarray:
+            vectors = self._filter_vectors(filt)
+            if vectors is None:
+                return self._gather(block)
+            out: np.ndarray = vectors[np.searchsorted(filt.allowed, block)]
+            return out
+
+        return gather
 
     def _prepare_filter(self, allowed_ids: np.ndarray) -> _Filter:
         key = (len(allowed_ids), hash(allowed_ids.tobytes()))

@@ -166,7 +166,9 @@ class Trainer:
             seed=cfg.seed,
         )
         self.cache = ImageCache(side=int(self.image_size * 1.15))
-        self.policy = AugmentPolicy(self.image_size, probs=dict(cfg.augment))
+        self.policy = AugmentPolicy(
+            self.image_size, probs=dict(cfg.augment), crop_scale=(cfg.crop_min_scale, 1.0)
+        )
         self.optimizer = self._optimizer()
         steps = cfg.epochs * len(self.sampler)
         warmup = int(cfg.warmup_epochs * len(self.sampler))

@@ -45,6 +45,7 @@ class TrainConfig:
     attr_weight: float = 0.5
     attributes: list[str] | None = None
     augment: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBS))
+    crop_min_scale: float = 0.45  # smallest crop area; "wrong crop" cause weight lowers it
     patience: int = 4
     seed: int = 0
     device: str = "auto"
@@ -107,8 +108,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     augment = dict(DEFAULT_PROBS)
+    crop_min = 0.45
     if getattr(args, "cause_weights", None):
-        augment = AugmentPolicy.from_cause_weights(json.loads(args.cause_weights)).probs
+        policy = AugmentPolicy.from_cause_weights(json.loads(args.cause_weights))
+        augment, crop_min = dict(policy.probs), policy.crop_scale[0]
     for part in (args.augment or "").split(","):
         if part.strip():
             name, _, value = part.partition("=")
@@ -143,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         attr_weight=args.attr_weight,
         attributes=[a.strip() for a in args.attributes.split(",")] if args.attributes else None,
         augment=augment,
+        crop_min_scale=crop_min,
         patience=args.patience,
         seed=args.seed,
         device=args.device,

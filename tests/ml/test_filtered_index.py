@@ -216,6 +216,24 @@ def test_prepared_filters_are_cached_and_dropped_on_change(rng, make_unit_vector
     assert again is not first and len(again.allowed) == 1000
     _, got = index.search(vectors[:3], 5, allowed_ids=allowed)
     assert np.isin(got, allowed).all()
+    # The brute-force path keeps the gathered vectors, within the byte budget.
+    np.testing.assert_array_equal(again.vectors, index.reconstruct(again.allowed))
+
+
+def test_gathered_vectors_stay_within_budget(rng, make_unit_vectors, monkeypatch):
+    vectors = make_unit_vectors(rng, 3000, 16)
+    ids = np.arange(3000, dtype=np.int64)
+    index = VectorIndex.build(ids, vectors, kind="flat")
+    monkeypatch.setattr(index_mod, "FILTER_VECTOR_CACHE_BYTES", 4 * 300 * 16 * 4)
+    filters = [ids[i::10][:300] for i in range(5)]  # 300 vectors each: four fit
+    for allowed in filters:
+        check_filtered(index.search(vectors[:4], 5, allowed_ids=allowed), vectors, ids,
+                       vectors[:4], 5, allowed)
+    held = [f.vectors is not None for _, f in index._filters.values()]
+    assert held == [False, True, True, True, True]  # the oldest gave its vectors up
+    big = ids[:400]  # over a quarter of the budget: never kept
+    check_filtered(index.search(vectors[:4], 5, allowed_ids=big), vectors, ids, vectors[:4], 5, big)
+    assert index._prepare_filter(big).vectors is None
 
 
 def test_bitmap_and_batch_selectors_agree(rng, monkeypatch):
@@ -298,3 +316,18 @@ def test_ivf_filtered_paths_survive_torch_utils_patch(rng, monkeypatch):
     check_filtered(
         index.search(queries, 10, allowed_ids=sparse), vectors, ids, queries, 10, sparse
     )
+
+
+def test_k_beyond_the_device_limit_stays_on_cpu(flat_data):
+    """Faiss GPU cannot select more than GPU_MAX_K results: larger k uses the CPU index."""
+    vectors, ids, category, queries = flat_data
+    index = VectorIndex.build(ids, vectors, kind="flat")
+    index.use_device("cpu-no-selector")
+    index._device.max_k = 8
+    allowed = ids[category == 2]
+    check_filtered(index.search(queries, 20, allowed_ids=allowed), vectors, ids, queries, 20,
+                   allowed)
+    assert index.last_filter_stats is None  # the device strategy was not used
+    check_filtered(index.search(queries, 5, allowed_ids=allowed), vectors, ids, queries, 5,
+                   allowed)
+    assert index.last_filter_stats is not None

@@ -219,3 +219,28 @@ def test_cached_trunk_training_reuses_its_cache(tiny_csv: Path, tmp_path: Path) 
 
     model, _ = load_checkpoint(tmp_path / "a" / "model.pt")
     assert model.dim == 16
+
+
+def test_cause_weights_reach_the_config() -> None:
+    import argparse
+
+    from ml.train_config import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--data",
+            "x.csv",
+            "--out",
+            "o",
+            "--cause-weights",
+            '{"occlusion": 4, "wrong crop": 2, "catalogue gap": 7}',
+            "--augment",
+            "lighting=0.9",
+        ]
+    )
+    cfg = config_from_args(args)
+    assert cfg.augment["occlusion"] == pytest.approx(0.8)
+    assert cfg.augment["lighting"] == 0.9  # explicit --augment wins
+    assert cfg.crop_min_scale < 0.45
