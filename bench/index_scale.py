@@ -12,8 +12,8 @@ Recall@10 is against exact float32 search (brute force over the allowed vectors)
 in batches that share one filter (``--batch``), best of ``--repeat`` runs; batch-1 latency is
 the median of single-query calls. Usage:
 
-    python bench/index_scale.py                # 1M x 256, ~10 min on 2 cores
-    python bench/index_scale.py --quick        # 100k, ~1 min
+    python bench/index_scale.py                # 1M x 256, ~12 min on 2 shared cores
+    python bench/index_scale.py --quick        # 100k, ~2 min
     python bench/index_scale.py --json var/bench/index_scale.json
 """
 

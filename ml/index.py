@@ -8,7 +8,7 @@ vectors"):
 * below :data:`IVF_THRESHOLD` vectors: ``IndexIDMap2(IndexFlatIP)``, exact;
 * from :data:`IVF_THRESHOLD` up: IVF (inner product, ``nlist ~ 2 sqrt(n)``) with vectors stored
   as float16 (``IndexIVFScalarQuantizer(QT_fp16)``: same recall as float32 on our benchmark,
-  1.35x the speed, half the memory) and a hashtable direct map so that arbitrary ids can be
+  ~1.35x the speed, half the memory) and a hashtable direct map so that arbitrary ids can be
   removed and reconstructed (HNSW could not remove). ``nprobe`` is tuned at build time on a
   sample of the data to reach :data:`TUNE_RECALL` recall@10 against exact search.
 
@@ -59,7 +59,8 @@ _faiss: Any = faiss  # untyped access to SWIG names the stubs lack
 # 2 shared cores) while tuned IVF stays far above it. Tuned IVF was faster at every size
 # measured (from 1,000 vectors), so the pure speed crossover would make every index IVF.
 IVF_THRESHOLD = 10_000
-# nprobe when a build is not tuned (tune=False) or meta lacks it: the tuned value at 1M.
+# nprobe before tuning, and for saves whose meta lacks it; build() tunes it (2 to 16 measured
+# with nlist ~ 2 sqrt(n)), and meta.json keeps the tuned value.
 DEFAULT_NPROBE = 8
 # build() tunes nprobe to reach this recall@10 on a sample of the stored vectors; the margin
 # over the 0.98 target covers the sample's noise (512 queries: standard error ~0.002) and its
@@ -67,7 +68,9 @@ DEFAULT_NPROBE = 8
 TUNE_RECALL = 0.99
 TUNE_QUERIES = 512
 NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-# Filters allowing up to this many vectors are scored exactly by brute force.
+# Filters allowing up to this many vectors are scored exactly by brute force. Measured at 1M
+# (batches of 1000): faster than the IVF path below ~2,000, and at 5,000 still above the
+# 5,000 queries/s target with recall 1.0.
 EXACT_FILTER_MAX = 5_000
 # IVF + filter: a query needs this many allowed vectors in its probed lists (and 10 per result).
 MIN_FILTER_CANDIDATES = 100
@@ -106,9 +109,9 @@ def configure_threads(n: int | None = None) -> None:
 def choose_nlist(n: int) -> int:
     """Number of IVF lists for ``n`` vectors: ~2 sqrt(n), limited by the training set size.
 
-    Measured at 1M x 256 (docs/benchmarks.md): 2 sqrt(n) lists reach recall@10 0.99 about 25%
-    faster than 4 sqrt(n) (half the centroids to score per query, for a few more vectors
-    scanned) and train 3x faster.
+    Measured at 1M x 256 (docs/benchmarks.md): 2 sqrt(n) lists reached recall@10 0.99 about
+    25% faster than 4 sqrt(n) (half the centroids to score per query, for a few more vectors
+    scanned), and train and add faster.
     """
     nlist = int(2 * np.sqrt(max(n, 1)))
     return max(1, min(nlist, n // MIN_POINTS_PER_CENTROID, 65_536))
@@ -624,15 +627,20 @@ class VectorIndex:
         nprobe = min(self.nprobe, nlist)
         kk = min(k, self.ntotal)
         want = min(max(MIN_FILTER_CANDIDATES, FILTER_CANDIDATES_PER_K * k), m)
-        if nprobe * m / nlist >= want:
-            # Even spread at random the filter leaves `want` candidates in any nprobe lists.
-            return self._faiss_search(
-                queries, k, _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
-            )
-        coarse, lists = self._coarse(queries, nprobe)
-        scores, labels = self._search_preassigned(queries, kk, lists, coarse, sel)
-        thin = np.flatnonzero(per_list[np.maximum(lists, 0)].sum(axis=1) < want)
-        if thin.size == 0 or nprobe >= nlist:
+        params = _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        scores, labels = self._faiss_search(queries, kk, params)
+        if nprobe * m / nlist >= want or nprobe >= nlist:
+            # Even spread at random, the filter leaves `want` candidates in any nprobe lists.
+            return _padded(scores, labels, k)
+        # The lists the results came from were probed: if they alone hold `want` allowed
+        # vectors the query had enough. Only the others need their probed lists (a second
+        # coarse quantization, which costs ~40% of a search when done for every query).
+        unsure = np.flatnonzero(self._result_lists_reach(labels, per_list) < want)
+        if unsure.size == 0:
+            return _padded(scores, labels, k)
+        _, lists = self._coarse(np.ascontiguousarray(queries[unsure]), nprobe)
+        thin = unsure[per_list[np.maximum(lists, 0)].sum(axis=1) < want]
+        if thin.size == 0:
             return _padded(scores, labels, k)
         thin_queries = np.ascontiguousarray(queries[thin])
         if m <= THIN_SUBSET_MAX:
@@ -656,6 +664,17 @@ class VectorIndex:
             )
         scores[thin], labels[thin] = s, i
         return _padded(scores, labels, k)
+
+    def _result_lists_reach(self, labels: np.ndarray, per_list: np.ndarray) -> np.ndarray:
+        """``[q]``: allowed vectors held by the distinct lists that ``labels [q, k]`` came from."""
+        valid = labels >= 0
+        lists = np.full(labels.shape, -1, np.int64)
+        lists[valid] = self._ids_table().lists_of(labels[valid])
+        lists.sort(axis=1)
+        first = np.ones(lists.shape, bool)
+        first[:, 1:] = lists[:, 1:] != lists[:, :-1]
+        reach: np.ndarray = np.where(first & (lists >= 0), per_list[np.maximum(lists, 0)], 0).sum(1)
+        return reach
 
     def tune_nprobe(
         self,

@@ -9,7 +9,7 @@ runs=30
 for threads in 1 2; do
   python bench/match_latency.py --runs "$runs" --threads "$threads"
 done
-# The search index at a million vectors (~10 min on 2 cores; --quick: 100k vectors, ~2 min).
+# The search index at a million vectors (~12 min on 2 cores; --quick: 100k vectors, ~2 min).
 index_args=()
 [ "${1:-}" = "--quick" ] && index_args=(--quick)
 python bench/index_scale.py "${index_args[@]}"

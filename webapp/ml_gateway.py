@@ -190,6 +190,7 @@ class _ActiveIndex:
                         f"Index {version.name} holds {index.ntotal} vectors but the database "
                         f"recorded {version.vector_count}: run manage.py build_index --full"
                     )
+                index.use_device("auto")  # a GPU replica when faiss-gpu sees one
                 self._name, self._index = version.name, index
                 self._model_ref = version.model_ref or default_model_ref()
                 logger.info(
