@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from webapp import ml_gateway
-from webapp.learning.models import ModelVersion, TrainingRun
+from webapp.learning.models import IndexVersion, ModelVersion, TrainingRun
 from webapp.learning.selectors import active_index_version, live_model_ref
 
 
@@ -78,6 +78,8 @@ def model_version_register_live() -> ModelVersion:
     name = index.model_version.split("|")[0] if index and index.model_ref == ref else ""
     model = model_version_register(model_ref=ref, source=source, name=name)
     if model.promoted_at is None:
-        ModelVersion.objects.filter(pk=model.pk).update(promoted_at=model.created_at)
+        first = IndexVersion.objects.filter(model_ref=ref).order_by("created_at").first()
+        live_since = first.created_at if first else model.created_at
+        ModelVersion.objects.filter(pk=model.pk).update(promoted_at=live_since)
         model.refresh_from_db()
     return model

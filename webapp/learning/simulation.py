@@ -293,6 +293,13 @@ def plot_curve(outcome: Outcome, path: Path) -> None:
             ax.axvline(p.photos, color="#7a4b2a", alpha=0.4, linestyle=":")
             ax.text(p.photos, 0.02, p.label.replace("after ", ""), rotation=90, fontsize=7,
                     color="#7a4b2a", va="bottom", ha="right")
+    for run in outcome.runs:
+        if run.get("gate") == "refused":
+            shuffled = bool((run.get("options") or {}).get("shuffle_labels"))
+            what = f"run {run['run']} refused" + (" (shuffled labels)" if shuffled else "")
+            ax.axvline(run["photos_seen"], color="#b3261e", alpha=0.35, linestyle="--")
+            ax.text(run["photos_seen"], 0.02, what, rotation=90, fontsize=7, color="#b3261e",
+                    va="bottom", ha="right")
     ax.set_xlabel("appraisal photos streamed (grocery train)")
     ax.set_ylabel("grocery val (296 photos)")
     ax.set_ylim(0, 1)
@@ -307,3 +314,10 @@ def plot_curve(outcome: Outcome, path: Path) -> None:
 def write_json(outcome: Outcome, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(outcome.as_json(), indent=1, default=str))
+
+
+def read_json(path: Path) -> Outcome:
+    data = json.loads(path.read_text())
+    return Outcome(points=[Point(**p) for p in data["points"]], runs=data["runs"],
+                   decisions=data["decisions"], bad_cases=data["bad_cases"],
+                   wall_s=data["wall_s"], config=data["config"])

@@ -15,14 +15,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webapp.config.celery import app as celery_app
-from webapp.learning.simulation import SimConfig, Simulation, plot_curve, write_json
+from webapp.learning.simulation import (
+    SimConfig,
+    Simulation,
+    plot_curve,
+    read_json,
+    write_json,
+)
 
 
 class Command(BaseCommand):
     help = "Simulate the learning loop on the Grocery Store Dataset and plot the val curve."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--grocery", type=Path, required=True, help="dataset root")
+        parser.add_argument("--grocery", type=Path, help="dataset root (required to simulate)")
         parser.add_argument("--photos", type=int, default=360, help="train photos to stream")
         parser.add_argument("--retrain-every", type=int, default=90,
                             help="new resolved bad cases that trigger a run")
@@ -41,8 +47,14 @@ class Command(BaseCommand):
         parser.add_argument("--json", type=Path, default=None,
                             help="results (default: $SKULENS_VAR_DIR/learning_loop.json)")
         parser.add_argument("--plot", type=Path, default=Path("docs/learning-loop.png"))
+        parser.add_argument("--replot", type=Path, help="only redraw the plot from a results JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["replot"]:
+            plot_curve(read_json(options["replot"]), options["plot"])
+            return
+        if not options["grocery"]:
+            raise CommandError("--grocery ROOT is required")
         root = Path(options["grocery"]).resolve()
         if not (root / "classes.csv").is_file():
             raise CommandError(f"{root} is not the Grocery Store Dataset")
