@@ -22,7 +22,6 @@ from ml.model import (
     preprocess,
 )
 
-
 _requested_threads: int | None = None
 
 

@@ -103,7 +103,10 @@ class YoloDetector:
             best: Detection | None = None
             best_index = -1
             min_area = self.min_area_share * image.width * image.height
-            boxes = result.boxes
+            boxes = getattr(result, "boxes", None)
+            if boxes is None:  # not a detection model's result
+                found.append(None)
+                continue
             for index, (xyxy, cls, conf) in enumerate(zip(
                 boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist(), strict=True
             )):

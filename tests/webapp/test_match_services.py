@@ -189,7 +189,8 @@ def test_thresholds_are_calibrated_per_category_from_decisions(appraiser, catalo
     assert 0.75 <= fit.threshold <= 0.80 + 1e-9
     assert fit.precision >= 0.95
     assert confident_threshold(handbags) == fit.threshold
-    assert confident_threshold(Category.objects.get(name="Totes")) == django_settings.CONFIDENT_SCORE
+    totes = Category.objects.get(name="Totes")
+    assert confident_threshold(totes) == django_settings.CONFIDENT_SCORE
     assert ScoreThreshold.objects.count() == 1
 
 

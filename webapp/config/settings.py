@@ -87,7 +87,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     # A file, not memory, so that a worker process in the tests can open the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
-if os.environ.get("SKULENS_TEST_DB_NAME") and not DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+_on_sqlite = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+if os.environ.get("SKULENS_TEST_DB_NAME") and not _on_sqlite:
     # Parallel test runs on one server need their own test databases.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["SKULENS_TEST_DB_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -158,13 +159,18 @@ except json.JSONDecodeError as _exc:
     raise ImproperlyConfigured(f"SKULENS_TRAIN_OPTIONS must be a JSON object: {_exc}") from _exc
 if not isinstance(TRAIN_OPTIONS, dict):
     raise ImproperlyConfigured("SKULENS_TRAIN_OPTIONS must be a JSON object")
-# The gate: R@1 on held-out confirmed photos must gain more than GATE_MIN_GAIN; Top-4, MAP@R
-# and the replay of past confirmed matches may not drop by more than GATE_TOLERANCE.
+# The gate: R@1 on held-out confirmed photos must gain more than GATE_MIN_GAIN; Top-4, MAP@R,
+# catalogue-only R@1 and the replay of past confirmed matches may not drop by more than
+# GATE_TOLERANCE (webapp.learning.gate_rule).
 GATE_TOLERANCE = env_float("SKULENS_GATE_TOLERANCE", 0.01)
 GATE_MIN_GAIN = env_float("SKULENS_GATE_MIN_GAIN", 0.0)
 GATE_HOLDOUT_PERCENT = env_int("SKULENS_GATE_HOLDOUT_PERCENT", 15)
 GATE_MIN_HOLDOUT = env_int("SKULENS_GATE_MIN_HOLDOUT", 20)
 GATE_REPLAY_LIMIT = env_int("SKULENS_GATE_REPLAY_LIMIT", 2000)
+# A drop beyond the tolerance passes, up to GATE_MAX_DROP, when a paired sign test over the
+# queries does not find the candidate worse at level GATE_ALPHA (small held-out sets are noisy).
+GATE_MAX_DROP = env_float("SKULENS_GATE_MAX_DROP", 0.05)
+GATE_ALPHA = env_float("SKULENS_GATE_ALPHA", 0.05)
 TORCH_DEVICE = env_str("SKULENS_TORCH_DEVICE", "auto")
 # CPU threads for torch (0: every core). One thread avoids oversubscription on a busy host.
 TORCH_THREADS = env_int("SKULENS_TORCH_THREADS", 0)

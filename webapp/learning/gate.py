@@ -1,12 +1,13 @@
 """The promotion gate: a candidate model goes live only if it is provably better.
 
-Two checks, both against the live model, on the same gallery (the catalogue's reference
-images plus confirmed appraisal photos, minus those taken from the query's own request):
-1. held-out confirmed photos (never trained on, see `dataset.is_holdout`): Recall@1 must
-   gain more than GATE_MIN_GAIN; Top-4, MAP@R, and Recall@1 against the catalogue images
-   alone (what a new SKU has) may not drop by more than GATE_TOLERANCE;
-2. a replay of past confirmed matches (the rest): Top-1 and Top-4 may not drop by more than
-   GATE_TOLERANCE, so what works today keeps working.
+Both models are evaluated on the same gallery (the catalogue's reference images plus
+confirmed appraisal photos, minus those taken from the query's own request), each request's
+photos fused into one query as in matching:
+1. held-out confirmed requests (never trained on, see `dataset.is_holdout`): Recall@1, Top-4,
+   MAP@R, and Recall@1 against the catalogue images alone (all a new SKU has);
+2. a replay of the most recent other confirmed matches: Top-1 and Top-4.
+The rule (`gate_rule.gate_decide`): held-out Recall@1 must be higher; nothing else may get
+worse beyond the tolerance, or beyond chance up to a hard cap (paired, query by query).
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from ml.evaluate import evaluate_embeddings
+from ml.evaluate import average_precision_at_r
+from ml.fuse import rank_skus
 from ml.images import ImageDecodeError, load_rgb
+from ml.index import VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.learning.dataset import LabelledRequest, is_holdout, labelled_requests
+from webapp.learning.gate_rule import Check, gate_decide
 from webapp.learning.models import ModelVersion
 from webapp.learning.selectors import live_model_ref
 from webapp.matching.models import QueryPhoto
@@ -41,20 +45,6 @@ ORIGIN = re.compile(r"^match-(\d+)-photo-\d+$")  # webapp.matching.gallery's nam
 _QUERY_CACHE: dict[tuple[str, int], np.ndarray] = {}
 _QUERY_CACHE_MAX = 50_000
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    live: float
-    candidate: float
-    rule: str  # "gain": must exceed live by more than threshold; "no_worse": may drop by it
-    threshold: float
-    ok: bool
-
-    @property
-    def delta(self) -> float:
-        return self.candidate - self.live
 
 
 @dataclass
@@ -75,42 +65,6 @@ class GateReport:
         out = asdict(self)
         out["checks"] = [{**asdict(c), "delta": c.delta} for c in self.checks]
         return out
-
-
-def gate_decide(
-    live: dict[str, float],
-    candidate: dict[str, float],
-    *,
-    holdout_queries: int,
-    tolerance: float,
-    min_gain: float,
-    min_holdout: int,
-) -> tuple[bool, list[str], list[Check]]:
-    """The verdict from the figures alone (pure, so the rule is easy to test and to read)."""
-    specs = [
-        ("held-out Recall@1", "holdout_r1", "gain", min_gain),
-        ("held-out Top-4", "holdout_r4", "no_worse", tolerance),
-        ("held-out MAP@R", "holdout_map_r", "no_worse", tolerance),
-        # New SKUs have only catalogue images: matching against those must not get worse.
-        ("held-out R@1, catalogue images only", "holdout_cold_r1", "no_worse", tolerance),
-        ("replay Top-1", "replay_top1", "no_worse", tolerance),
-        ("replay Top-4", "replay_top4", "no_worse", tolerance),
-    ]
-    checks = []
-    for name, key, rule, threshold in specs:
-        a, b = live.get(key, 0.0), candidate.get(key, 0.0)
-        ok = b - a > threshold if rule == "gain" else b - a >= -threshold - 1e-12
-        checks.append(Check(name, a, b, rule, threshold, ok))
-    reasons = []
-    if holdout_queries < min_holdout:
-        reasons.append(f"only {holdout_queries} held-out photos (at least {min_holdout} needed)")
-    for check in checks:
-        if not check.ok:
-            how = f"gain more than {check.threshold:+.3f}" if check.rule == "gain" else (
-                f"drop at most {check.threshold:.3f}")
-            reasons.append(f"{check.name} {check.live:.3f} -> {check.candidate:.3f} "
-                           f"({check.delta:+.3f}); it must {how}")
-    return not reasons, reasons, checks
 
 
 # ----- embedding the evaluation sets ------------------------------------------------------
@@ -191,30 +145,46 @@ def _query_vectors(photo_ids: Sequence[int], model_ref: str) -> np.ndarray:
     return np.stack([_QUERY_CACHE[(version, p)] for p in photo_ids])
 
 
-def _metrics(
+def _outcomes(
     requests: Sequence[LabelledRequest],
     gallery: Gallery,
     gallery_vectors: np.ndarray,
     model_ref: str,
     *,
     cold: bool = False,
-) -> dict[str, float]:
+) -> dict[str, np.ndarray]:
+    """Per query (a request's photos fused, as in matching): hit@1, hit@4 and AP@R.
+
+    The same definitions as `ml.evaluate.evaluate_embeddings` (tested against it), kept per
+    query so the gate can compare two models query by query."""
+    out: dict[str, list[float]] = {"r1": [], "r4": [], "map_r": []}
     if not requests:
-        return {"r1": 0.0, "r4": 0.0, "map_r": 0.0}
-    photo_ids = [p for r in requests for p in r.photo_ids]
-    vectors = _query_vectors(photo_ids, model_ref)
-    labels, groups, allowed = [], [], []
-    everything = np.arange(len(gallery.image_ids))
+        return {k: np.zeros(0) for k in out}
+    vectors = _query_vectors([p for r in requests for p in r.photo_ids], model_ref)
+    index = VectorIndex.build(np.arange(len(gallery.image_ids), dtype=np.int64), gallery_vectors)
+    to_label = dict(enumerate(gallery.labels.tolist()))
+    everything = np.arange(len(gallery.image_ids), dtype=np.int64)
+    origin = np.asarray([o if o is not None else -1 for o in gallery.origin], dtype=np.int64)
+    start = 0
     for r in requests:
-        start = len(labels)
-        labels += [r.sku_id] * len(r.photo_ids)
-        groups.append(list(range(start, len(labels))))
-        keep = gallery.catalogue.copy() if cold else np.ones(len(everything), dtype=bool)
-        keep &= np.asarray([o != r.request_id for o in gallery.origin], dtype=bool)
-        allowed.append(everything[keep])
-    report = evaluate_embeddings(gallery_vectors, gallery.labels, vectors,
-                                 np.asarray(labels), groups, allowed=allowed)
-    return {"r1": report.recall_at_1, "r4": report.recall_at_4, "map_r": report.map_at_r}
+        rows = vectors[start : start + len(r.photo_ids)]
+        start += len(r.photo_ids)
+        keep = (gallery.catalogue if cold else np.ones(len(everything), bool)) & (
+            origin != r.request_id
+        )
+        allowed = everything[keep]
+        cos, ids = index.search(rows, max(1, len(allowed)), allowed_ids=allowed)
+        ranking = [s.sku_id for s in rank_skus(cos, ids, to_label, top_k=4)]
+        out["r1"].append(float(bool(ranking) and ranking[0] == r.sku_id))
+        out["r4"].append(float(r.sku_id in ranking[:4]))
+        best: dict[int, float] = {}
+        for c, i in zip(cos.ravel().tolist(), ids.ravel().tolist(), strict=True):
+            if i >= 0 and c > best.get(i, -np.inf):
+                best[i] = c
+        order = np.asarray(sorted(best, key=lambda i: (-best[i], i)), dtype=np.int64)
+        relevant = int((gallery.labels[allowed] == r.sku_id).sum())
+        out["map_r"].append(average_precision_at_r(gallery.labels[order] == r.sku_id, relevant))
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def evaluation_sets() -> tuple[list[LabelledRequest], list[LabelledRequest]]:
@@ -225,8 +195,10 @@ def evaluation_sets() -> tuple[list[LabelledRequest], list[LabelledRequest]]:
     return holdout, replay
 
 
-def model_figures(model_ref: str, *, progress: Progress | None = None) -> dict[str, float]:
-    """Every figure the gate compares, for one model."""
+def model_figures(
+    model_ref: str, *, progress: Progress | None = None
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every figure the gate compares for one model, and the per-query outcomes behind them."""
     holdout, replay = evaluation_sets()
     gallery = gallery_images()
     if progress:
@@ -234,25 +206,29 @@ def model_figures(model_ref: str, *, progress: Progress | None = None) -> dict[s
     vectors = _gallery_vectors(gallery, model_ref)
     if progress:
         progress(f"embedding {len(holdout)} held-out and {len(replay)} replay requests")
-    held = _metrics(holdout, gallery, vectors, model_ref)
-    cold = _metrics(holdout, gallery, vectors, model_ref, cold=True)
-    again = _metrics(replay, gallery, vectors, model_ref)
-    return {
+    held = _outcomes(holdout, gallery, vectors, model_ref)
+    cold = _outcomes(holdout, gallery, vectors, model_ref, cold=True)
+    again = _outcomes(replay, gallery, vectors, model_ref)
+    per_query = {
         "holdout_r1": held["r1"], "holdout_r4": held["r4"], "holdout_map_r": held["map_r"],
         "holdout_cold_r1": cold["r1"], "holdout_cold_r4": cold["r4"],
         "replay_top1": again["r1"], "replay_top4": again["r4"],
     }
+    figures = {k: float(v.mean()) if len(v) else 0.0 for k, v in per_query.items()}
+    return figures, per_query
 
 
 def gate_evaluate(*, candidate_ref: str, progress: Progress | None = None) -> GateReport:
     started = time.perf_counter()
     live_ref = live_model_ref()
     holdout, replay = evaluation_sets()
-    live = model_figures(live_ref, progress=progress)
-    cand = model_figures(candidate_ref, progress=progress)
+    live, live_q = model_figures(live_ref, progress=progress)
+    cand, cand_q = model_figures(candidate_ref, progress=progress)
     passed, reasons, checks = gate_decide(
         live, cand, holdout_queries=len(holdout), tolerance=settings.GATE_TOLERANCE,
         min_gain=settings.GATE_MIN_GAIN, min_holdout=settings.GATE_MIN_HOLDOUT,
+        max_drop=settings.GATE_MAX_DROP, alpha=settings.GATE_ALPHA,
+        paired={k: (live_q[k], cand_q[k]) for k in live_q},
     )
     if candidate_ref == live_ref:
         passed, reasons = False, ["this model is already live"]
