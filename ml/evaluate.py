@@ -215,7 +215,7 @@ def evaluate(
         "group_size": group_size,
     }
     if filter_column:
-        allowed, n_unfiltered = _allowed_per_group(gallery, queries, groups, filter_column)
+        allowed, n_unfiltered = allowed_per_group(gallery, queries, groups, filter_column)
         filtered = evaluate_embeddings(
             gallery_vectors,
             gallery_labels,
@@ -236,7 +236,7 @@ def evaluate(
     )
 
 
-def _allowed_per_group(
+def allowed_per_group(
     gallery: Sequence[ImageRecord],
     queries: Sequence[ImageRecord],
     groups: Sequence[Sequence[int]],

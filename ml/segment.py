@@ -14,8 +14,10 @@ from PIL import Image
 from ml.types import Box
 
 NEUTRAL = (127, 127, 127)
-# GrabCut's cost grows with pixels; the mask is computed on a downscaled copy.
-GRABCUT_MAX_SIDE = 320
+# GrabCut's cost grows with pixels; the mask is computed on a downscaled copy. On grocery val
+# photos (348 px) 192 took a median 51 ms against 236 ms at 320, with a median IoU of 0.98
+# between the two masks (docs/benchmarks.md); the crop is embedded at 224 px anyway.
+GRABCUT_MAX_SIDE = 192
 GRABCUT_ITERATIONS = 3
 # A mask covering less than this share of its box is a failed segmentation: keep the box.
 MIN_MASK_SHARE = 0.15

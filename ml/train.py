@@ -38,7 +38,13 @@ from ml.losses import (
     build_criterion,
     masked_attribute_loss,
 )
-from ml.model import EmbeddingNet, build_model, freeze_batchnorm, save_checkpoint
+from ml.model import (
+    EmbeddingNet,
+    build_model,
+    freeze_batchnorm,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ml.sampling import CATALOGUE, PKBatchSampler
 from ml.train_cache import FeatureBank, LiteSplit
 from ml.train_config import TrainConfig, add_arguments, config_from_args
@@ -67,6 +73,16 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return f
+
+
+def start_weights_from(model: EmbeddingNet, path: str | Path) -> None:
+    """Load a checkpoint's weights into `model`; its backbone, size and head must match."""
+    source, config = load_checkpoint(path)
+    mine = (model.config.get("backbone"), model.dim)
+    theirs = (config.get("backbone"), source.dim)
+    if mine != theirs:
+        raise ValueError(f"{path}: backbone/dim {theirs} do not match this run's {mine}")
+    model.load_state_dict(source.state_dict(), strict=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -130,6 +146,8 @@ class Trainer:
             image_size=cfg.image_size,
             pooling=cfg.pooling,
         )
+        if cfg.init_from:
+            start_weights_from(self.model, cfg.init_from)
         if cfg.freeze_bn:
             freeze_batchnorm(self.model)
         self.split: LiteSplit | None = None

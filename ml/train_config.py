@@ -23,6 +23,7 @@ class TrainConfig:
     embedding_dim: int = 256
     image_size: int | None = None
     pooling: str = "avg"
+    init_from: str | None = None  # a checkpoint to start from (same backbone and dim)
     loss: str = "multi_similarity"
     epochs: int = 20
     classes_per_batch: int = 16
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=d.embedding_dim, help="embedding size (0 = none)")
     p.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     p.add_argument("--pooling", default=d.pooling, choices=("avg", "gem"))
+    p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--classes-per-batch", type=int, default=d.classes_per_batch, help="P")
@@ -126,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         embedding_dim=args.dim,
         image_size=args.image_size,
         pooling=args.pooling,
+        init_from=args.init_from,
         loss=args.loss,
         epochs=args.epochs,
         classes_per_batch=args.classes_per_batch,

@@ -244,3 +244,22 @@ def test_cause_weights_reach_the_config() -> None:
     assert cfg.augment["occlusion"] == pytest.approx(0.8)
     assert cfg.augment["lighting"] == 0.9  # explicit --augment wins
     assert cfg.crop_min_scale < 0.45
+
+
+def test_init_from_starts_at_the_checkpoint_and_refuses_a_mismatch(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    first = Trainer(_config(tiny_csv, tmp_path / "first", epochs=1, batches_per_epoch=2))
+    first.fit()
+    checkpoint = tmp_path / "first" / "model.pt"
+    from ml.model import load_checkpoint
+
+    saved, _ = load_checkpoint(checkpoint)
+    again = Trainer(_config(tiny_csv, tmp_path / "again", init_from=str(checkpoint)))
+    for name, value in saved.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name].cpu(), value), name
+    fresh = Trainer(_config(tiny_csv, tmp_path / "fresh"))
+    head = next(k for k in saved.state_dict() if k.startswith("head"))
+    assert not torch.equal(fresh.model.state_dict()[head].cpu(), saved.state_dict()[head])
+    with pytest.raises(ValueError, match="do not match"):
+        Trainer(_config(tiny_csv, tmp_path / "other", embedding_dim=8, init_from=str(checkpoint)))

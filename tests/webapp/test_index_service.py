@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pytest
+from django.db import connection
 
 from ml.index import VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.selectors import indexable_images
+from webapp.learning.locks import index_publish_lock
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_is_consistent, index_publish
 
@@ -52,3 +58,41 @@ def test_full_rebuild_gives_the_same_contents(catalogue) -> None:
     rebuilt = index_publish(full_rebuild=True)
     assert rebuilt.added == rebuilt.vector_count
     assert _index_ids(rebuilt) == _index_ids(catalogue)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishes_run_one_at_a_time(catalogue) -> None:
+    """A publish waits for the one in progress (here: a held lock), then starts from its result."""
+    events: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with index_publish_lock():
+                events.append("other publish starts")
+                held.set()
+                release.wait(30)
+                events.append("other publish ends")
+        finally:
+            connection.close()
+
+    def publisher() -> None:
+        try:
+            held.wait(30)
+            version = index_publish(full_rebuild=True)
+            events.append(f"published {version.vector_count}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=publisher)]
+    for thread in threads:
+        thread.start()
+    assert held.wait(30)
+    time.sleep(1.0)  # the publisher has had ample time to run if it were not blocked
+    assert events == ["other publish starts"]
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    assert events == [
+        "other publish starts", "other publish ends", f"published {catalogue.vector_count}"
+    ]

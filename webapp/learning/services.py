@@ -22,6 +22,7 @@ from ml.index import VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.catalog.selectors import indexable_images
+from webapp.learning.locks import index_publish_lock
 from webapp.learning.models import IndexVersion
 from webapp.learning.selectors import active_index_version
 
@@ -74,8 +75,15 @@ def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -
     Incremental (add/remove the difference) when the active index was built by the same model
     and isolation; a full rebuild, sized by `VectorIndex.build`, otherwise. Passing another
     `model_ref` (a promotion or rollback) re-embeds the catalogue with it first; the model and
-    the index then go live together, in one transaction.
+    the index then go live together, in one transaction. Publishes run one at a time
+    (`locks.index_publish_lock`); without `model_ref`, the model is the one live when the
+    lock is taken.
     """
+    with index_publish_lock():
+        return _index_publish(full_rebuild=full_rebuild, model_ref=model_ref)
+
+
+def _index_publish(*, full_rebuild: bool, model_ref: str | None) -> IndexVersion:
     started = time.perf_counter()
     parent = active_index_version()
     model_ref = model_ref or (parent.model_ref if parent and parent.model_ref else None)
