@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
+
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ml.embed import configure_threads
@@ -97,7 +99,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=None,
         help="fuse N photos of the same label into one query (rows without a group column)",
     )
-    p.add_argument("--strategy", default="best", choices=("best", "mean_top_m", "query_mean"))
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES)
     p.add_argument("--json", default=None, help="write the metrics as JSON here")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ml.datasets import ImageRecord, read_image_csv
-from ml.fuse import rank_skus
+from ml.fuse import DEFAULT_STRATEGY, rank_skus
 from ml.index import VectorIndex
 from ml.types import EvalReport
 
@@ -115,7 +115,7 @@ def evaluate_embeddings(
     groups: Sequence[Sequence[int]] | None = None,
     *,
     allowed: Sequence[np.ndarray | None] | None = None,
-    strategy: str = "best",
+    strategy: str = DEFAULT_STRATEGY,
 ) -> EvalReport:
     """Metrics from embeddings.
 
@@ -182,7 +182,7 @@ def evaluate(
     *,
     filter_column: str | None = None,
     group_size: int | None = None,
-    strategy: str = "best",
+    strategy: str = DEFAULT_STRATEGY,
     batch_size: int = 32,
     progress: bool = False,
 ) -> EvalResult:
@@ -268,7 +268,7 @@ def evaluate_csv(
     model: str | None = None,
     filter_column: str | None = None,
     group_size: int | None = None,
-    strategy: str = "best",
+    strategy: str = DEFAULT_STRATEGY,
     device: str = "auto",
     batch_size: int = 32,
     progress: bool = False,

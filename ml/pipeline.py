@@ -10,7 +10,7 @@ from PIL import Image
 
 from ml.detect import Detector, crop
 from ml.embed import Embedder
-from ml.fuse import rank_skus
+from ml.fuse import DEFAULT_STRATEGY, rank_skus
 from ml.index import VectorIndex
 from ml.types import Box, Ranking
 
@@ -28,7 +28,7 @@ def match_images(
     allowed_ref_ids: np.ndarray | None,
     top_k: int,
     detector: Detector | None = None,
-    strategy: str = "best",
+    strategy: str = DEFAULT_STRATEGY,
 ) -> Ranking:
     """Rank SKUs for one multi-photo query.
 

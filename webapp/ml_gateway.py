@@ -250,7 +250,9 @@ def match(
     reference_to_sku = dict(
         SKUImage.objects.filter(id__in=hit_ids, sku__is_active=True).values_list("id", "sku_id")
     )
-    candidates = rank_skus(cosines, reference_ids, reference_to_sku, top_k=top_k)
+    candidates = rank_skus(
+        cosines, reference_ids, reference_to_sku, top_k=top_k, strategy=settings.FUSION_STRATEGY
+    )
     timings["fuse"] = (time.perf_counter() - started) * 1000
     return MatchResult(
         candidates, timings, embedding_version(model_ref), index_name, isolations

@@ -55,7 +55,7 @@ def test_best_matches_hand_loop(seed):
     rng = np.random.default_rng(seed)
     cosines, ref_ids, ref_to_sku = random_hits(rng)
     for top_k in (1, 4, 100):
-        got = rank_skus(cosines, ref_ids, ref_to_sku, top_k=top_k)
+        got = rank_skus(cosines, ref_ids, ref_to_sku, top_k=top_k, strategy="best")
         want = hand_best(cosines, ref_ids, ref_to_sku, top_k)
         assert [(s.sku_id, s.query_index, s.reference_id) for s in got] == [
             (s.sku_id, s.query_index, s.reference_id) for s in want
@@ -136,6 +136,7 @@ def test_match_images_end_to_end(rng, make_unit_vectors):
         ref_to_sku=ref_to_sku,
         allowed_ref_ids=allowed,
         top_k=3,
+        strategy="best",
     )
     assert embedder.calls == [2]  # one batch for all photos
     assert set(ranking.timings_ms) == {"embed", "search", "fuse"}

@@ -117,7 +117,7 @@ def test_multi_photo_query_uses_best_photo(rng, make_unit_vectors):
     order = np.argsort(ql, kind="stable")
     q, ql = q[order], ql[order]
     groups = [[i, i + 1] for i in range(0, 40, 2) if ql[i] == ql[i + 1]]
-    report = evaluate_embeddings(g, gl, q, ql, groups)
+    report = evaluate_embeddings(g, gl, q, ql, groups, strategy="best")
     hits = 0
     for rows in groups:
         sims = (q[rows] @ g.T).max(axis=0)  # best over photos, per gallery item

@@ -125,6 +125,12 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 100
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
 INDEX_DIR = Path(env_str("SKULENS_INDEX_DIR", str(VAR_DIR / "index")))
 MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
+# How several photos and references become one score per SKU (ml.fuse.STRATEGIES).
+FUSION_STRATEGY = env_str("SKULENS_FUSION", "query_mean")
+if FUSION_STRATEGY not in ("best", "mean_top_m", "query_mean"):
+    raise ImproperlyConfigured(
+        f"SKULENS_FUSION must be best, mean_top_m or query_mean, not {FUSION_STRATEGY!r}"
+    )
 # Until a category has enough review decisions, this score marks a confident match.
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)
 CALIBRATION_TARGET_PRECISION = env_float("SKULENS_CALIBRATION_TARGET_PRECISION", 0.95)

@@ -174,7 +174,8 @@ def _outcomes(
         )
         allowed = everything[keep]
         cos, ids = index.search(rows, max(1, len(allowed)), allowed_ids=allowed)
-        ranking = [s.sku_id for s in rank_skus(cos, ids, to_label, top_k=4)]
+        ranked = rank_skus(cos, ids, to_label, top_k=4, strategy=settings.FUSION_STRATEGY)
+        ranking = [s.sku_id for s in ranked]
         out["r1"].append(float(bool(ranking) and ranking[0] == r.sku_id))
         out["r4"].append(float(r.sku_id in ranking[:4]))
         best: dict[int, float] = {}
