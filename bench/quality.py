@@ -9,6 +9,7 @@ then searched as one photo).
 Usage:
 
     python bench/quality.py --grocery ../shared/data/grocery [--model PATH|NAME] [--json OUT]
+        [--vectors CACHE.npz] [--image-size N]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grocery", type=Path, required=True, help="dataset root")
     parser.add_argument("--model", default=None, help="checkpoint or backbone (default lite0)")
+    parser.add_argument("--image-size", type=int, help="embed at this input size instead")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     parser.add_argument("--json", type=Path, help="write every cell here")
     parser.add_argument("--vectors", type=Path,
@@ -61,6 +63,9 @@ def main() -> None:
     train = read_image_csv(csvs["train_photos.csv"])
     val = read_image_csv(csvs["val_photos.csv"])
     embedder = load_embedder(args.model, device="cpu")
+    if args.image_size:
+        embedder.image_size = args.image_size
+        embedder.name = f"{embedder.name}@{args.image_size}px"
 
     started = time.perf_counter()
     sets = {"iconic": iconic, "train": train, "val": val}

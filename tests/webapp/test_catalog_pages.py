@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -258,3 +259,32 @@ def any_scan() -> object:
     from webapp.catalog.models import DuplicateScan
 
     return DuplicateScan.objects.first() or DuplicateScan.objects.create(threshold=0.97)
+
+
+def test_old_import_uploads_are_pruned_and_applying_one_says_so(admin, demo_folder) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.catalog.tasks import prune_import_bundles
+
+    csv = (demo_folder / "catalogue.csv").read_text().splitlines()
+    names = [n for n in csv[1].split(",")[8].split("|")]
+    for _ in range(2):
+        admin.post(reverse("catalog:import"), {
+            "csv": upload("catalogue.csv", ("\n".join(csv[:2]) + "\n").encode(), "text/csv"),
+            "images": [upload(n.split("/")[-1], (demo_folder / n).read_bytes(), "image/png")
+                       for n in names]})
+    old, recent = CatalogueImport.objects.order_by("pk")
+    CatalogueImport.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=8))
+    old_file = old.bundle.path
+    prune_import_bundles()  # the daily beat task, default 7 days
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert not old.bundle and not Path(old_file).exists()
+    assert old.report and old.status == CatalogueImport.Status.PLANNED  # the record stays
+    assert recent.bundle and Path(recent.bundle.path).exists()
+    page = admin.post(reverse("catalog:import_commit", args=[old.pk]), follow=True)
+    assert "no longer stored" in page.content.decode()
+    assert not SKU.objects.exists()

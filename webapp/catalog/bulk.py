@@ -13,6 +13,7 @@ import re
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -331,6 +332,8 @@ def catalogue_import_commit(*, record: CatalogueImport, actor: Actor) -> Catalog
         if locked.status != CatalogueImport.Status.PLANNED:
             return locked
         try:
+            if not locked.bundle:
+                raise OSError("pruned")
             handle = locked.bundle.open("rb")
         except OSError as exc:
             raise CatalogueFormatError("the upload is no longer stored; upload it again") from exc
@@ -346,6 +349,22 @@ def catalogue_import_commit(*, record: CatalogueImport, actor: Actor) -> Catalog
             audit_record(actor=actor, action="catalogue.import", obj=locked,
                          changes={"counts": [None, plan.counts]})
     return locked
+
+
+def import_bundles_prune(*, older_than_days: int) -> int:
+    """Delete the stored uploads of imports older than this; rows and reports stay.
+
+    A planned import whose upload is gone says so if someone applies it. Returns the count."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    pruned = 0
+    for record in CatalogueImport.objects.filter(created_at__lt=cutoff).exclude(bundle=""):
+        record.bundle.delete(save=False)  # a file already gone is not an error
+        CatalogueImport.objects.filter(pk=record.pk).update(bundle="")
+        pruned += 1
+    if pruned:
+        logger.info("pruned %d catalogue import uploads older than %d days", pruned,
+                    older_than_days)
+    return pruned
 
 
 # ----- export ---------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
+from webapp.catalog.bulk import import_bundles_prune
 from webapp.catalog.duplicates import duplicate_scan_fail, duplicate_scan_run
 
 logger = logging.getLogger(__name__)
@@ -20,3 +22,8 @@ def scan_duplicates(scan_id: int) -> None:
     except Exception as exc:  # noqa: BLE001 - shown on the page; a rescan is one click
         logger.exception("duplicate scan %s failed", scan_id)
         duplicate_scan_fail(scan_id=scan_id, error=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(name="catalog.prune_import_bundles", ignore_result=True)
+def prune_import_bundles() -> None:
+    import_bundles_prune(older_than_days=settings.IMPORT_BUNDLE_DAYS)

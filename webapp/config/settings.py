@@ -221,10 +221,13 @@ CELERY_TASK_ROUTES = {
     "matching.run_match": {"queue": "gpu"},
     "learning.*": {"queue": "gpu"},
 }
+# Uploaded catalogue import zips are kept this long (for the dry run, then the apply).
+IMPORT_BUNDLE_DAYS = env_int("SKULENS_IMPORT_BUNDLE_DAYS", 7)
 CELERY_BEAT_SCHEDULE = {
     "index-sync-hourly": {"task": "learning.sync_index", "schedule": 3600.0},
     "thresholds-daily": {"task": "matching.recalibrate_thresholds", "schedule": 86400.0},
     "retraining-check": {"task": "learning.check_retraining", "schedule": RETRAIN_CHECK_S},
+    "import-uploads-daily": {"task": "catalog.prune_import_bundles", "schedule": 86400.0},
 }
 CELERY_TIMEZONE = "UTC"
 
