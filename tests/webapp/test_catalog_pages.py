@@ -288,3 +288,25 @@ def test_old_import_uploads_are_pruned_and_applying_one_says_so(admin, demo_fold
     page = admin.post(reverse("catalog:import_commit", args=[old.pk]), follow=True)
     assert "no longer stored" in page.content.decode()
     assert not SKU.objects.exists()
+
+
+def test_a_heic_reference_image_is_stored_as_jpeg(admin, small) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    try:
+        pillow_heif.from_pillow(Image.new("RGB", (96, 64), "teal")).save(buffer, format="HEIF")
+    except (ValueError, RuntimeError) as exc:  # pragma: no cover - build without an encoder
+        pytest.skip(f"this pillow-heif build cannot encode HEIC: {exc}")
+    sku = small[0]
+    response = admin.post(
+        reverse("catalog:image_upload", args=[sku.pk]),
+        {"images": [upload("IMG_0042.HEIC", buffer.getvalue(), "image/heic")]},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    added = sku.images.order_by("position").last()
+    assert added.original_name == "IMG_0042.HEIC" and added.image.name.endswith(".jpg")
+    with added.image.open("rb") as handle, Image.open(handle) as stored:
+        assert stored.format == "JPEG" and stored.size == (96, 64)
