@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # Neighbours looked at per image; more than this many near-copies of one image are rare.
 NEIGHBOURS = 10
 QUERY_CHUNK = 4096
+EMBEDDING_CHUNK = 2000
 
 
 def duplicate_threshold() -> float:
@@ -59,14 +60,26 @@ def _embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     else:
         counted = Counter(images.values_list("embedding_model", flat=True))
         model = counted.most_common(1)[0][0] if counted else ""
-    rows = list(images.filter(embedding_model=model).order_by("id")
-                .values_list("id", "sku_id", "embedding"))
-    if not rows:
+    rows = images.filter(embedding_model=model).order_by("id")
+    count = rows.count()
+    first = rows.values_list("embedding", flat=True).first()
+    if not count or first is None:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    skus = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.stack([np.frombuffer(bytes(r[2]), dtype=np.float32) for r in rows])
-    return ids, skus, vectors
+    # Streamed into preallocated arrays: the vectors are held once, not also as row tuples.
+    dim = len(bytes(first)) // 4
+    ids = np.empty(count, np.int64)
+    skus = np.empty(count, np.int64)
+    vectors = np.empty((count, dim), np.float32)
+    filled = 0
+    for image_id, sku_id, embedding in rows.values_list("id", "sku_id", "embedding").iterator(
+        chunk_size=EMBEDDING_CHUNK
+    ):
+        if filled == count:
+            break  # images added since the count wait for the next scan
+        ids[filled], skus[filled] = image_id, sku_id
+        vectors[filled] = np.frombuffer(bytes(embedding), dtype=np.float32)
+        filled += 1
+    return ids[:filled], skus[:filled], vectors[:filled]
 
 
 def _neighbour_pairs(
