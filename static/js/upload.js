@@ -8,16 +8,18 @@
   function showPreviews() {
     previews.innerHTML = "";
     for (const file of input.files) {
+      const tag = document.createElement("span");
+      tag.className = "pill";
+      tag.textContent = file.name;
       if (!file.type.startsWith("image/") || file.type.includes("heic") || file.type.includes("heif")) {
-        const tag = document.createElement("span");
-        tag.className = "pill";
-        tag.textContent = file.name;
         previews.appendChild(tag);
         continue;
       }
       const img = document.createElement("img");
       img.alt = file.name;
       img.src = URL.createObjectURL(file);
+      // A file the browser cannot decode shows its name; the server says what is wrong with it.
+      img.addEventListener("error", () => img.replaceWith(tag));
       previews.appendChild(img);
     }
   }
