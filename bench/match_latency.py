@@ -5,11 +5,15 @@ runs the match task eagerly (load, embed, search, fuse, store). Time spent waiti
 queue is excluded. Usage:
 
     python bench/match_latency.py [--runs 30] [--threads N] [--grocery ../shared/data/grocery]
+                                  [--backlog N]
 
 By default the catalogue and the photos are the drawn demo bags, which the COCO detector does
 not recognise (the full frame is used, nothing is segmented). `--grocery` imports the grocery
 catalogue instead, uploads its val photos and targets COCO's fruit and vegetable classes, so
 that detection finds the item and GrabCut segments it: the full path with every stage.
+
+`--backlog N` measures throughput instead: N one-photo requests wait in the queue and a worker
+drains them, with batching off (SKULENS_MATCH_BATCH=1) and on (8), alternating, `--runs` rounds.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     parser.add_argument("--grocery", type=Path, help="Grocery Store Dataset root (see above)")
+    parser.add_argument("--backlog", type=int, default=0, help="queued requests to drain")
     args = parser.parse_args()
 
     var = Path(tempfile.mkdtemp(prefix="skulens-bench-"))
@@ -77,6 +82,9 @@ def main() -> None:
 
     found = []
     one(photos[0])  # warm-up: model and index load once per process
+    if args.backlog:
+        _drain_backlogs(user, photos, args.backlog, args.runs)
+        return
     totals, creates, stages = [], [], []
     for i in range(args.runs):
         create_ms, total_ms, timings = one(photos[i % len(photos)])
@@ -99,6 +107,47 @@ def main() -> None:
     print(f"  validate + save photo + claim: median {median(creates):.1f} ms")
     for stage in stages[0]:
         print(f"  {stage:<8} median {median([s[stage] for s in stages]):.1f} ms")
+
+
+def _drain_backlogs(user: object, photos: list[Path], backlog: int, rounds: int) -> None:
+    """Photos per second through the worker with a queue of `backlog` one-photo requests."""
+    from unittest import mock
+
+    from django.conf import settings
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from webapp.matching.models import MatchRequest
+    from webapp.matching.services import match_request_create, match_request_run
+
+    def drain(batch: int) -> float:
+        settings.MATCH_BATCH = batch
+        with mock.patch("webapp.matching.services._enqueue"):  # queued, not run on commit
+            queued = [
+                match_request_create(user=user, uploads=[SimpleUploadedFile(
+                    path.name, path.read_bytes(), content_type="image/jpeg")])
+                for path in (photos[i % len(photos)] for i in range(backlog))
+            ]
+        started = time.perf_counter()
+        for request in queued:  # each request's own task, in queue order
+            match_request_run(request_id=request.pk)
+        seconds = time.perf_counter() - started
+        done = MatchRequest.objects.filter(pk__in=[r.pk for r in queued], status="done").count()
+        assert done == backlog, f"{backlog - done} requests did not finish"
+        return backlog / seconds
+
+    rates: dict[int, list[float]] = {1: [], 8: []}
+    for _ in range(rounds):
+        for batch in rates:
+            rates[batch].append(drain(batch))
+    print(f"# match throughput, {platform.node()} ({os.cpu_count()} CPU, "
+          f"torch threads {__import__('torch').get_num_threads()}), "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"backlog {backlog} one-photo requests, {rounds} rounds each, alternating; "
+          f"photos: {'grocery val' if 'val' in str(photos[0]) else 'demo'}")
+    for batch, values in rates.items():
+        print(f"  SKULENS_MATCH_BATCH={batch}: median {statistics.median(values):.2f} photos/s "
+              f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
+    print(f"  batched / alone: {statistics.median(rates[8]) / statistics.median(rates[1]):.2f}x")
 
 
 # COCO classes a grocery val photo of fruit or vegetables can show.

@@ -395,7 +395,7 @@ class Trainer:
         if self.split is not None:
             self._build_banks()
         history: list[dict[str, Any]] = []
-        best, best_epoch, stale = -1.0, -1, 0
+        best, best_epoch, stale, kept_epoch = -1.0, -1, 0, -1
         steps_per_epoch = len(self.sampler)
         total_steps = cfg.epochs * steps_per_epoch
         done_steps, train_seconds, images_seen = 0, 0.0, 0
@@ -463,13 +463,15 @@ class Trainer:
             score = row.get("val_r1", float(epoch))
             if score > best:
                 best, best_epoch, stale = score, epoch, 0
-                self.save(self.out / "model.pt", row)
             else:
                 stale += 1
+            if stale == 0 or cfg.select == "last":
+                self.save(self.out / "model.pt", row)
+                kept_epoch = epoch
             (self.out / "history.json").write_text(json.dumps(history, indent=1))
             if self.cancelled:
                 break
-            if self.val_items and stale >= cfg.patience:
+            if self.val_items and cfg.select == "best" and stale >= cfg.patience:
                 log.info("early stop: no val improvement for %d epochs", stale)
                 break
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
@@ -478,10 +480,12 @@ class Trainer:
         summary = {
             "best_epoch": best_epoch,
             "best_val_r1": best,
+            "kept_epoch": kept_epoch,
             "wall_s": time.perf_counter() - t0,
         }
         (self.out / "history.json").write_text(json.dumps(history + [summary], indent=1))
-        log.info("done: best epoch %d, wall %.0f s", best_epoch, summary["wall_s"])
+        log.info("done: best epoch %d, kept epoch %d, wall %.0f s",
+                 best_epoch, kept_epoch, summary["wall_s"])
         return history
 
     def save(self, path: Path, metrics: dict[str, Any]) -> None:

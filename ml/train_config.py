@@ -48,6 +48,9 @@ class TrainConfig:
     augment: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBS))
     crop_min_scale: float = 0.45  # smallest crop area; "wrong crop" cause weight lowers it
     patience: int = 4
+    # "best": the epoch with the best validation R@1; "last": the final epoch of the schedule
+    # (for a validation split too small or too easy to choose by; no early stopping).
+    select: str = "best"
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -101,6 +104,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cause-weights", help="JSON {cause: weight} from QA tags (overrides)")
     p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument(
+        "--select", choices=("best", "last"), default=d.select,
+        help="keep the best epoch by validation R@1, or the last (no early stopping)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--threads", type=int, default=None)
@@ -151,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         augment=augment,
         crop_min_scale=crop_min,
         patience=args.patience,
+        select=args.select,
         seed=args.seed,
         device=args.device,
         threads=args.threads,

@@ -11,9 +11,14 @@ if [ ! -f "$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf" ]; then
   font="$("$ROOT/.venv/bin/python" -c 'import matplotlib, os; print(os.path.join(matplotlib.get_data_path(), "fonts/ttf/DejaVuSans.ttf"))' 2>/dev/null || true)"
   [ -n "$font" ] && [ -f "$font" ] && cp "$font" "$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf"
 fi
-# jemalloc makes torch inference and training about 3x faster on this CPU.
+# jemalloc makes torch inference and training about 3x faster on this CPU, and another 3-4x at
+# batch sizes above 1 when it keeps freed pages instead of returning them to the kernel
+# (no decay: torch reallocates the same large activation buffers every step). docs/benchmarks.md
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
-if [ -f "$JEMALLOC" ]; then export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"; fi
+if [ -f "$JEMALLOC" ]; then
+  export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"
+  export MALLOC_CONF="${MALLOC_CONF:-background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1}"
+fi
 # Offline, the detector runs from the workspace's COCO YOLOv8n (never committed to the repo).
 SHARED_DETECTOR="$ROOT/../shared/weights/yolov8n_int8.tflite"
 if [ -z "${SKULENS_DETECTOR_WEIGHTS:-}" ] && [ -f "$SHARED_DETECTOR" ]; then

@@ -217,6 +217,16 @@ def warm_up() -> None:
         logger.warning("warm-up: %s", exc)
 
 
+@dataclass(frozen=True)
+class MatchQuery:
+    """One match request's photos and constraints, as the model sees them."""
+
+    images: Sequence[Image.Image]
+    allowed_reference_ids: np.ndarray | None = None
+    corrected_boxes: Sequence[Box | None] | None = None
+    detection_classes: Sequence[str] = ()
+
+
 def match(
     images: Sequence[Image.Image],
     *,
@@ -225,35 +235,81 @@ def match(
     corrected_boxes: Sequence[Box | None] | None = None,
     detection_classes: Sequence[str] = (),
 ) -> MatchResult:
+    query = MatchQuery(images, allowed_reference_ids, corrected_boxes, detection_classes)
+    return match_batch([query], top_k=top_k)[0]
+
+
+def match_batch(queries: Sequence[MatchQuery], *, top_k: int) -> list[MatchResult]:
+    """Several requests through the model together: one detector call per set of target
+    classes and one embedding pass for every photo, then a search and a fusion per request.
+
+    A request's stage timings are its share of the batch's, by photo count."""
     from webapp.catalog.models import SKUImage
 
-    timings: dict[str, float] = {}
+    if not queries:
+        return []
     index_name, index, model_ref = active_index.get()
-    crops, isolations = isolate_items(
-        images,
-        corrected_boxes=corrected_boxes or [None] * len(images),
-        classes=detection_classes,
-        timings=timings,
-    )
-    started = time.perf_counter()
-    vectors = embedder(model_ref).embed(crops)
-    timings["embed"] = (time.perf_counter() - started) * 1000
+    timings: list[dict[str, float]] = [{} for _ in queries]
+    crops: list[list[Image.Image]] = [[] for _ in queries]
+    isolations: list[list[Isolation]] = [[] for _ in queries]
+    by_classes: dict[tuple[str, ...], list[int]] = {}
+    for q, query in enumerate(queries):
+        if not query.images:
+            raise ValueError("a match query needs at least one photo")
+        by_classes.setdefault(tuple(query.detection_classes), []).append(q)
+    for classes, members in by_classes.items():
+        group_timings: dict[str, float] = {}
+        group_crops, group_isolations = isolate_items(
+            [image for q in members for image in queries[q].images],
+            corrected_boxes=[
+                box for q in members
+                for box in (queries[q].corrected_boxes or [None] * len(queries[q].images))
+            ],
+            classes=classes,
+            timings=group_timings,
+        )
+        photos = len(group_crops)
+        start = 0
+        for q in members:
+            n = len(queries[q].images)
+            crops[q] = group_crops[start : start + n]
+            isolations[q] = group_isolations[start : start + n]
+            timings[q].update({k: v * n / photos for k, v in group_timings.items()})
+            start += n
 
+    every_crop = [crop for query_crops in crops for crop in query_crops]
     started = time.perf_counter()
+    vectors = embedder(model_ref).embed(every_crop, batch_size=len(every_crop))
+    embed_ms = (time.perf_counter() - started) * 1000
+
     k = min(max(top_k * 10, 50), max(index.ntotal, 1))
-    cosines, reference_ids = index.search(vectors, k, allowed_ids=allowed_reference_ids)
-    timings["search"] = (time.perf_counter() - started) * 1000
+    searched: list[tuple[np.ndarray, np.ndarray]] = []
+    start = 0
+    for q, query in enumerate(queries):
+        n = len(crops[q])
+        timings[q]["embed"] = embed_ms * n / len(every_crop)
+        started = time.perf_counter()
+        searched.append(
+            index.search(vectors[start : start + n], k, allowed_ids=query.allowed_reference_ids)
+        )
+        timings[q]["search"] = (time.perf_counter() - started) * 1000
+        start += n
 
     started = time.perf_counter()
-    hit_ids = {int(i) for i in reference_ids.ravel() if i >= 0}
+    hit_ids = {int(i) for _, reference_ids in searched for i in reference_ids.ravel() if i >= 0}
     # A SKU deactivated since the last index sync must not be offered.
     reference_to_sku = dict(
         SKUImage.objects.filter(id__in=hit_ids, sku__is_active=True).values_list("id", "sku_id")
     )
-    candidates = rank_skus(
-        cosines, reference_ids, reference_to_sku, top_k=top_k, strategy=settings.FUSION_STRATEGY
-    )
-    timings["fuse"] = (time.perf_counter() - started) * 1000
-    return MatchResult(
-        candidates, timings, embedding_version(model_ref), index_name, isolations
-    )
+    lookup_ms = (time.perf_counter() - started) * 1000
+    version = embedding_version(model_ref)
+    results = []
+    for q, (cosines, reference_ids) in enumerate(searched):
+        started = time.perf_counter()
+        candidates = rank_skus(
+            cosines, reference_ids, reference_to_sku, top_k=top_k,
+            strategy=settings.FUSION_STRATEGY,
+        )
+        timings[q]["fuse"] = (time.perf_counter() - started) * 1000 + lookup_ms / len(queries)
+        results.append(MatchResult(candidates, timings[q], version, index_name, isolations[q]))
+    return results

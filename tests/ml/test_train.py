@@ -263,3 +263,20 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_mismatch(
     assert not torch.equal(fresh.model.state_dict()[head].cpu(), saved.state_dict()[head])
     with pytest.raises(ValueError, match="do not match"):
         Trainer(_config(tiny_csv, tmp_path / "other", embedding_dim=8, init_from=str(checkpoint)))
+
+
+def test_select_last_keeps_the_final_epoch_without_early_stopping(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=3, patience=1, select="last"))
+    history = trainer.fit()
+    summary = json.loads((tmp_path / "history.json").read_text())[-1]
+    assert [row["epoch"] for row in history if row["epoch"] > 0] == [1, 2, 3]
+    assert summary["kept_epoch"] == 3
+    assert 1 <= summary["best_epoch"] <= 3
+
+    from ml.model import load_checkpoint
+
+    _, config = load_checkpoint(tmp_path / "model.pt")
+    assert config["train"]["select"] == "last"
+    assert torch.load(tmp_path / "model.pt", weights_only=False)["metrics"]["epoch"] == 3

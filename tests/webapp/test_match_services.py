@@ -94,7 +94,7 @@ def test_task_records_failure_and_retry_completes(appraiser, catalogue, monkeypa
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("GPU fell over")
 
-    monkeypatch.setattr("webapp.ml_gateway.match", broken)
+    monkeypatch.setattr("webapp.ml_gateway.match_batch", broken)
     run_match.apply(args=[request.pk])
     request.refresh_from_db()
     assert request.status == MatchRequest.Status.FAILED
@@ -108,6 +108,90 @@ def test_task_records_failure_and_retry_completes(appraiser, catalogue, monkeypa
     request.refresh_from_db()
     assert request.status == MatchRequest.Status.DONE
     assert request.candidates.exists()
+
+
+def _ranking(request: MatchRequest) -> list[tuple[int, float]]:
+    return list(request.candidates.order_by("rank").values_list("sku_id", "score"))
+
+
+def test_queued_requests_run_together_with_the_same_results_as_alone(
+    appraiser, catalogue, settings
+) -> None:
+    totes = Category.objects.get(name="Totes")
+    specs = [
+        ([demo_photo_upload("DEMO-MAI-LUN-01")], {}),
+        ([demo_photo_upload("DEMO-VEL-MER-01", seed) for seed in (1, 2)], {}),
+        ([demo_photo_upload("DEMO-MAI-LUN-03")], {"category": totes}),
+    ]
+    settings.MATCH_BATCH = 1
+    alone = [_create_and_run(appraiser, uploads, **filters) for uploads, filters in specs]
+
+    settings.MATCH_BATCH = 8
+    together = [match_request_create(user=appraiser, uploads=uploads, **filters)
+                for uploads, filters in specs]
+    assert match_request_run(request_id=together[0].pk)
+    for single, batched in zip(alone, together, strict=True):
+        batched.refresh_from_db()
+        assert batched.status == MatchRequest.Status.DONE
+        assert (single.batch_size, batched.batch_size) == (1, 3)
+        assert batched.attempts == 1
+        assert [sku for sku, _ in _ranking(batched)] == [sku for sku, _ in _ranking(single)]
+        assert [score for _, score in _ranking(batched)] == pytest.approx(
+            [score for _, score in _ranking(single)], abs=1e-4)
+        assert set(batched.timings_ms) >= {"load", "detect", "embed", "search", "fuse", "store"}
+    assert {c.sku.series.brand.category_id for c in together[2].candidates.all()} == {totes.pk}
+
+    # The batch mates' own tasks arrive later and find nothing to do.
+    run_match.apply(args=[together[1].pk])
+    together[1].refresh_from_db()
+    assert together[1].attempts == 1
+
+
+def test_batching_off_leaves_other_requests_queued(appraiser, catalogue, settings) -> None:
+    settings.MATCH_BATCH = 1
+    first = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-01")])
+    second = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-02")])
+    assert match_request_run(request_id=first.pk)
+    second.refresh_from_db()
+    assert second.status == MatchRequest.Status.QUEUED
+
+
+def test_a_request_whose_photo_is_unreadable_fails_alone_in_a_batch(appraiser, catalogue) -> None:
+    good = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-01")])
+    broken = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-02")])
+    later = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-03")])
+    photo = broken.photos.get()
+    with photo.image.open("wb") as handle:
+        handle.write(b"the disk returned garbage")
+    assert match_request_run(request_id=good.pk)
+    for request, status in ((good, "done"), (broken, "failed"), (later, "done")):
+        request.refresh_from_db()
+        assert request.status == status
+    assert "image" in broken.error.lower()
+    assert later.batch_size == 2
+
+
+def test_a_failing_batch_is_rerun_one_request_at_a_time(appraiser, catalogue, monkeypatch) -> None:
+    from webapp import ml_gateway
+
+    real = ml_gateway.match_batch
+    sizes: list[int] = []
+
+    def refuses_batches(queries, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(len(queries))
+        if len(queries) > 1:
+            raise RuntimeError("out of GPU memory")
+        return real(queries, **kwargs)
+
+    monkeypatch.setattr("webapp.ml_gateway.match_batch", refuses_batches)
+    first = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-MAI-LUN-01")])
+    second = match_request_create(user=appraiser, uploads=[demo_photo_upload("DEMO-VEL-MER-01")])
+    assert match_request_run(request_id=first.pk)
+    assert sizes == [2, 1, 1]
+    for request in (first, second):
+        request.refresh_from_db()
+        assert (request.status, request.batch_size) == (MatchRequest.Status.DONE, 1)
+        assert request.candidates.exists()
 
 
 def test_fail_never_overwrites_a_finished_match(appraiser, catalogue) -> None:

@@ -93,6 +93,7 @@ class MatchOutput(serializers.Serializer):
     model_version = serializers.CharField()
     index_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
+    batch_size = serializers.IntegerField(help_text="requests run through the model together")
     candidates = CandidateOutput(many=True)
     decision = serializers.SerializerMethodField()
 

@@ -125,6 +125,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 100
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
 INDEX_DIR = Path(env_str("SKULENS_INDEX_DIR", str(VAR_DIR / "index")))
 MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
+# Queued requests a worker runs through the model together (one detector call, one embedding
+# pass); 1 turns batching off.
+MATCH_BATCH = max(1, env_int("SKULENS_MATCH_BATCH", 8))
 # How several photos and references become one score per SKU (ml.fuse.STRATEGIES).
 FUSION_STRATEGY = env_str("SKULENS_FUSION", "query_mean")
 if FUSION_STRATEGY not in ("best", "mean_top_m", "query_mean"):

@@ -35,6 +35,8 @@ class MatchRequest(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
+    # Requests the worker ran through the model together with this one (itself included).
+    batch_size = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["-created_at"]

@@ -131,11 +131,13 @@ def filter_plan(request: MatchRequest) -> FilterPlan:
     return FilterPlan(None, relaxed)
 
 
-def _claim(request_id: int) -> bool:
-    """Compare-and-swap to RUNNING; a redelivered task may re-claim a RUNNING row."""
-    claimed = MatchRequest.objects.filter(
-        pk=request_id, status__in=[MatchRequest.Status.QUEUED, MatchRequest.Status.RUNNING]
-    ).update(
+def _claim(request_id: int, *, redelivered_ok: bool = True) -> bool:
+    """Compare-and-swap to RUNNING. A redelivered task may re-claim a RUNNING row (its worker
+    died); a request taken along in another's batch may only be claimed while QUEUED."""
+    statuses = [MatchRequest.Status.QUEUED]
+    if redelivered_ok:
+        statuses.append(MatchRequest.Status.RUNNING)
+    claimed = MatchRequest.objects.filter(pk=request_id, status__in=statuses).update(
         status=MatchRequest.Status.RUNNING,
         started_at=timezone.now(),
         attempts=F("attempts") + 1,
@@ -145,10 +147,17 @@ def _claim(request_id: int) -> bool:
     return claimed == 1
 
 
-def match_request_run(*, request_id: int) -> bool:
-    """Run the pipeline and store candidates exactly once. Returns False if already finished."""
-    if not _claim(request_id):
-        return False
+@dataclass
+class _MatchInput:
+    request_id: int
+    photos: list[QueryPhoto]
+    plan: FilterPlan
+    query: ml_gateway.MatchQuery
+    load_ms: float
+
+
+def _match_input(request_id: int) -> _MatchInput:
+    """Read a claimed request's photos and work out its filters."""
     request = MatchRequest.objects.get(pk=request_id)
     photos = list(request.photos.order_by("position"))
     started = time.perf_counter()
@@ -158,27 +167,91 @@ def match_request_run(*, request_id: int) -> bool:
             images.append(load_rgb(handle.read()))
     load_ms = (time.perf_counter() - started) * 1000
     plan = filter_plan(request)
-    if settings.MATCH_TEST_DELAY_S:
-        time.sleep(settings.MATCH_TEST_DELAY_S)
-    result = ml_gateway.match(
+    query = ml_gateway.MatchQuery(
         images,
         allowed_reference_ids=plan.allowed_reference_ids,
-        top_k=settings.MATCH_TOP_K,
         corrected_boxes=[
             Box(*photo.box) if photo.box_source == QueryPhoto.BoxSource.CORRECTED else None
             for photo in photos
         ],
         detection_classes=detection_classes_for(request),
     )
-    MatchRequest.objects.filter(pk=request_id).update(stage="storing", progress=90)
+    return _MatchInput(request_id, photos, plan, query, load_ms)
 
+
+def _batch_mates(leader_id: int, limit: int) -> list[_MatchInput]:
+    """Claim up to `limit` of the oldest other queued requests, to run in the leader's batch.
+
+    Their own tasks find them finished and do nothing; if this worker dies, those tasks are
+    still in the queue and re-claim them."""
+    if limit <= 0:
+        return []
+    waiting = (
+        MatchRequest.objects.filter(status=MatchRequest.Status.QUEUED)
+        .exclude(pk=leader_id)
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    mates = []
+    for request_id in list(waiting):
+        if not _claim(request_id, redelivered_ok=False):
+            continue  # another worker took it first
+        try:
+            mates.append(_match_input(request_id))
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
+            logger.exception("match %s failed", request_id)
+            match_request_fail(request_id=request_id, error=f"{type(exc).__name__}: {exc}")
+    return mates
+
+
+def match_request_run(*, request_id: int) -> bool:
+    """Run the pipeline for this request, together with up to MATCH_BATCH - 1 other queued
+    ones, and store each one's candidates exactly once.
+
+    Returns False if this request was already finished. If the batch fails, every request in
+    it is run alone, so that one bad request fails only itself."""
+    if not _claim(request_id):
+        return False
+    leader = _match_input(request_id)
+    batch = [leader, *_batch_mates(request_id, settings.MATCH_BATCH - 1)]
+    if settings.MATCH_TEST_DELAY_S:
+        time.sleep(settings.MATCH_TEST_DELAY_S)
+    try:
+        results = ml_gateway.match_batch([item.query for item in batch], top_k=settings.MATCH_TOP_K)
+    except Exception:
+        if len(batch) == 1:
+            raise
+        logger.exception("a batch of %d matches failed; running each alone", len(batch))
+        for mate in batch[1:]:
+            _run_alone(mate)
+        batch = [leader]
+        results = ml_gateway.match_batch([leader.query], top_k=settings.MATCH_TOP_K)
+    stored = [_result_store(item, result, batch_size=len(batch))
+              for item, result in zip(batch, results, strict=True)]
+    return stored[0]
+
+
+def _run_alone(item: _MatchInput) -> None:
+    try:
+        (result,) = ml_gateway.match_batch([item.query], top_k=settings.MATCH_TOP_K)
+        _result_store(item, result, batch_size=1)
+    except Exception as exc:  # noqa: BLE001 - shown on the request's page
+        logger.exception("match %s failed", item.request_id)
+        match_request_fail(request_id=item.request_id, error=f"{type(exc).__name__}: {exc}")
+
+
+def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_size: int) -> bool:
+    """Store candidates and isolation once; False if the request is no longer running."""
+    MatchRequest.objects.filter(pk=item.request_id, status=MatchRequest.Status.RUNNING).update(
+        stage="storing", progress=90
+    )
     started = time.perf_counter()
     with transaction.atomic():
-        locked = MatchRequest.objects.select_for_update().get(pk=request_id)
+        locked = MatchRequest.objects.select_for_update().get(pk=item.request_id)
         if locked.status != MatchRequest.Status.RUNNING:
             return False
         locked.candidates.all().delete()
-        for photo, isolation in zip(photos, result.isolations, strict=True):
+        for photo, isolation in zip(item.photos, result.isolations, strict=True):
             _photo_isolation_store(photo, isolation)
         Candidate.objects.bulk_create(
             Candidate(
@@ -187,21 +260,22 @@ def match_request_run(*, request_id: int) -> bool:
                 sku_id=hit.sku_id,
                 score=hit.score,
                 cosine=hit.cosine,
-                query_photo=photos[hit.query_index],
+                query_photo=item.photos[hit.query_index],
                 reference_image_id=hit.reference_id,
             )
             for rank, hit in enumerate(result.candidates, start=1)
         )
-        timings = {"load": load_ms, **result.timings_ms}
+        timings = {"load": item.load_ms, **result.timings_ms}
         timings["store"] = (time.perf_counter() - started) * 1000
         locked.status = MatchRequest.Status.DONE
         locked.stage = ""
         locked.progress = 100
         locked.error = ""
-        locked.relaxed_filters = plan.relaxed
+        locked.relaxed_filters = item.plan.relaxed
         locked.model_version = result.model_version
         locked.index_version = result.index_version
         locked.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+        locked.batch_size = batch_size
         locked.finished_at = timezone.now()
         locked.save()
     return True
