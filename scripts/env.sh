@@ -17,7 +17,8 @@ fi
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 if [ -f "$JEMALLOC" ]; then
   export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"
-  export MALLOC_CONF="${MALLOC_CONF:-background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1}"
+  # Not background_thread: its threads hang Chromium's forked processes in the browser tests.
+  export MALLOC_CONF="${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}"
 fi
 # Offline, the detector runs from the workspace's COCO YOLOv8n (never committed to the repo).
 SHARED_DETECTOR="$ROOT/../shared/weights/yolov8n_int8.tflite"
