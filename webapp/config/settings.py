@@ -9,6 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
 from webapp.config.env import env_bool, env_float, env_int, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -129,10 +130,10 @@ MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
 # pass); 1 turns batching off.
 MATCH_BATCH = max(1, env_int("SKULENS_MATCH_BATCH", 8))
 # How several photos and references become one score per SKU (ml.fuse.STRATEGIES).
-FUSION_STRATEGY = env_str("SKULENS_FUSION", "query_mean")
-if FUSION_STRATEGY not in ("best", "mean_top_m", "query_mean"):
+FUSION_STRATEGY = env_str("SKULENS_FUSION", DEFAULT_STRATEGY)
+if FUSION_STRATEGY not in STRATEGIES:
     raise ImproperlyConfigured(
-        f"SKULENS_FUSION must be best, mean_top_m or query_mean, not {FUSION_STRATEGY!r}"
+        f"SKULENS_FUSION must be one of {', '.join(STRATEGIES)}, not {FUSION_STRATEGY!r}"
     )
 # Until a category has enough review decisions, this score marks a confident match.
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)

@@ -1,0 +1,35 @@
+"""Settings read from the environment refuse values the code cannot use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_settings(**env: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django; django.setup(); "
+        "from django.conf import settings; print(settings.FUSION_STRATEGY)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings",
+             "DJANGO_SECRET_KEY": "test", **env},
+    )
+
+
+def test_fusion_strategy_comes_from_the_environment() -> None:
+    done = _load_settings(SKULENS_FUSION="best")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "best"
+
+
+def test_unknown_fusion_strategy_is_refused_with_the_choices() -> None:
+    done = _load_settings(SKULENS_FUSION="average")
+    assert done.returncode != 0
+    expected = "SKULENS_FUSION must be one of best, mean_top_m, query_mean, not 'average'"
+    assert expected in done.stderr
