@@ -17,4 +17,5 @@ su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='skulens'\"" |
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='skulens'\"" | grep -q 1 ||
   su postgres -c "createdb -O skulens skulens"
 echo "export DATABASE_URL=postgres://skulens:skulens@127.0.0.1:5432/skulens"
-echo "export SKULENS_TEST_REDIS_URL=redis://127.0.0.1:6379/15"
+# A preset URL wins, so that two suites on one machine can use separate Redis databases.
+echo "export SKULENS_TEST_REDIS_URL=${SKULENS_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
