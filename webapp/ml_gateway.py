@@ -61,8 +61,12 @@ def default_model_ref() -> str:
 def _embedder(model_ref: str) -> Embedder:
     configure_threads(settings.TORCH_THREADS or None)
     started = time.perf_counter()
-    model = load_embedder(model_ref, device=settings.TORCH_DEVICE)
-    logger.info("loaded embedder %s in %.1f s", model.name, time.perf_counter() - started)
+    model = load_embedder(
+        model_ref, device=settings.TORCH_DEVICE, backend=settings.EMBED_BACKEND,
+        export_dir=settings.EXPORT_DIR,
+    )
+    logger.info("loaded embedder %s (%s) in %.1f s", model.name, model.backend,
+                time.perf_counter() - started)
     return model
 
 
@@ -91,6 +95,7 @@ def detector() -> YoloDetector | None:
             image_size=settings.DETECTOR_IMAGE_SIZE,
             min_confidence=settings.DETECTOR_MIN_CONFIDENCE,
             device="cuda" if torch.cuda.is_available() else "cpu",
+            backend=settings.DETECTOR_BACKEND,
         )
     except Exception as exc:  # noqa: BLE001 - missing file, or no internet to download it
         logger.warning("detector %s unavailable, using the full frame: %s", weights, exc)
