@@ -211,7 +211,3 @@ class YoloDetector:
             if best is None or conf > best.confidence:
                 best, best_index = Detection(Box(*box), label, float(conf)), index
         return best, best_index
-
-    def detect(self, images: Sequence[Image.Image]) -> list[Box | None]:
-        """The `ml.detect.Detector` protocol: any class."""
-        return [d.box if d else None for d in self.detect_all(images)]
