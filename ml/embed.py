@@ -291,6 +291,7 @@ def load_embedder(
     device: str = "auto",
     backend: str = "auto",
     export_dir: str | Path | None = None,
+    threads: int = 0,
 ) -> Embedder:
     """Build an :class:`Embedder`.
 
@@ -303,6 +304,7 @@ def load_embedder(
             ``"openvino"`` or ``"onnxruntime"`` (:data:`ml.backends.EMBED_BACKENDS`).
         export_dir: cache for exports of pretrained backbones and of checkpoints in read-only
             folders (default :func:`default_export_dir`).
+        threads: CPU threads of an exported runtime (0: torch's, :func:`configure_threads`).
     """
     from ml.backends import resolve_embed_backend
 
@@ -334,7 +336,7 @@ def load_embedder(
     )
     runtime = exported_runtime(
         net, resolved, location=location, key=export_key(source_sha256, net),
-        threads=configure_threads(),
+        threads=threads or configure_threads(),
     )
     return Embedder(net, name=name, device="cpu", runtime=runtime)
 

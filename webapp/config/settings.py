@@ -214,6 +214,11 @@ if DETECTOR_BACKEND not in DETECTOR_BACKENDS:
         f"SKULENS_DETECTOR_BACKEND must be one of {', '.join(DETECTOR_BACKENDS)}"
     )
 EXPORT_DIR = Path(env_str("SKULENS_EXPORT_DIR", str(VAR_DIR / "exports")))
+# Photos per pipeline step in the worker: detection and segmentation of the next step overlap
+# the embedding of the current one, each stage on half the cores; 0 = one stage at a time.
+OVERLAP_PHOTOS = env_int("SKULENS_OVERLAP_PHOTOS", 2)
+if OVERLAP_PHOTOS < 0:
+    raise ImproperlyConfigured("SKULENS_OVERLAP_PHOTOS must be >= 0")
 # Fault injection for the worker-kill test: seconds to sleep between claiming and storing.
 MATCH_TEST_DELAY_S = env_float("SKULENS_MATCH_TEST_DELAY_S", 0.0)
 
