@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def embedding_rates(grocery: Path, quick: bool) -> None:
-    import torch
 
     from ml.datasets import read_grocery_split
     from ml.embed import load_embedder
