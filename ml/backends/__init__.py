@@ -1,8 +1,8 @@
 """Inference runtimes behind :class:`ml.embed.Embedder` and :class:`ml.yolo.YoloDetector`.
 
 PyTorch stays the reference and the training/CUDA path; on a CPU the same networks run
-faster through OpenVINO or ONNX Runtime (docs/benchmarks.md, "Inference runtimes"). Each
-runtime is chosen by name; ``"auto"`` picks the fastest one measured on CPU that is installed,
+faster through ONNX Runtime or OpenVINO (docs/benchmarks.md, "Inference runtimes"). Each
+runtime is chosen by name; ``"auto"`` picks the first installed of the CPU preferences below,
 and PyTorch (or ultralytics) on CUDA.
 
 * Embedding: ``torch`` (reference), ``openvino``, ``onnxruntime``. The two exported runtimes
@@ -23,9 +23,14 @@ import os
 
 EMBED_BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 DETECTOR_BACKENDS = ("auto", "ultralytics", "litert", "openvino", "onnxruntime")
-# Fastest first, as measured on CPU (docs/benchmarks.md, "Inference runtimes").
-EMBED_CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
-DETECTOR_CPU_PREFERENCE = ("openvino", "litert", "ultralytics")
+# The CPU defaults first (docs/benchmarks.md, "Inference runtimes"). Embedding: ONNX Runtime,
+# which kept its speed when the cores were contended (OpenVINO was ~25% faster on a quieter
+# machine but collapsed under load, like torch). Detection: LiteRT without ultralytics'
+# predictor, the reference's own numbers (for .onnx: ONNX Runtime, the reference's runtime);
+# OpenVINO runs the dynamic-range int8 TFLite with float activations and picks another box
+# on 13% of the val photos.
+EMBED_CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
+DETECTOR_CPU_PREFERENCE = ("litert", "onnxruntime", "openvino", "ultralytics")
 
 _MODULES = {
     "torch": "torch",

@@ -62,7 +62,7 @@ def test_auto_is_pytorch_on_cuda_and_an_exported_runtime_on_cpu():
 
 def test_the_default_cpu_runtime_is_installed():
     """CI runs the default backend: it must be the exported one, not a silent fallback."""
-    assert resolve_embed_backend("auto", "cpu") == "openvino"
+    assert resolve_embed_backend("auto", "cpu") == "onnxruntime"
 
 
 # ----- the export cache -------------------------------------------------------------------
@@ -289,6 +289,10 @@ def test_litert_detector_gives_the_reference_boxes_exactly(val_images, reference
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "OpenVINO runs the dynamic-range int8 TFLite with float activations where LiteRT "
+    "quantises them: 39 of 296 val photos get another box (docs/benchmarks.md, "
+    "'Inference runtimes'), so it is not a default; strict: a match would be news"))
 def test_openvino_detector_against_the_reference(val_images, reference_choices):
     need("openvino")
     from ml.yolo import YoloDetector
