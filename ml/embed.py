@@ -277,11 +277,11 @@ def exported_runtime(
         except ExportMismatchError:
             if rebuild:
                 raise
+            logger.warning("embedding export %s does not reproduce PyTorch: rebuilding it", path)
         except Exception as exc:  # noqa: BLE001 - a file the runtime cannot parse is corrupt
             if rebuild:
                 raise
             logger.warning("embedding export %s unreadable (%s): rebuilding it", path, exc)
-        logger.warning("embedding export %s does not reproduce PyTorch: rebuilding it", path)
     raise AssertionError("unreachable")
 
 
