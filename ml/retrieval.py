@@ -20,7 +20,7 @@ from PIL import Image
 
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES, rank_skus
 from ml.index import VectorIndex
-from ml.segment import grabcut_mask, isolate
+from ml.segment import grabcut_mask, grabcut_version, isolate
 from ml.types import Box, Isolation, SkuScore
 
 # References retrieved per photo before fusion, whatever the number of candidates shown: a
@@ -155,7 +155,9 @@ class Isolator:
     def name(self) -> str:
         """Everything about isolation that shapes a vector."""
         found = self.detector.name if self.detector is not None else "full-frame"
-        return f"{found}|{self.segmentation}"
+        # GrabCut's own settings too: changing them changes every mask (issue 15).
+        segmentation = grabcut_version() if self.segmentation == "grabcut" else self.segmentation
+        return f"{found}|{segmentation}"
 
     def isolate(
         self,
