@@ -15,7 +15,7 @@ from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Candidate, Decision, MatchRequest
-from webapp.matching.selectors import request_with_candidates
+from webapp.matching.selectors import match_request_for, request_with_candidates
 from webapp.matching.services import (
     DecisionError,
     StorageFullError,
@@ -162,7 +162,7 @@ class MatchDetailApi(APIView):
                    operation_id="matches_retrieve")
     def get(self, request: Request, match_id: int) -> Response:
         try:
-            match = request_with_candidates(request_id=match_id)
+            match = request_with_candidates(request_id=match_id, user=request.user)
         except MatchRequest.DoesNotExist as exc:
             raise ApiError("No such match.", code="not_found", http_status=404) from exc
         return Response(MatchOutput(match, context={"request": request}).data)
@@ -192,9 +192,10 @@ class MatchDecisionApi(APIView):
     def post(self, request: Request, match_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        match = MatchRequest.objects.filter(pk=match_id).first()
-        if match is None:
-            raise ApiError("No such match.", code="not_found", http_status=404)
+        try:
+            match = match_request_for(user=request.user, request_id=match_id, act=True)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
         rank = serializer.validated_data.get("candidate_rank")
         candidates = match.candidates.filter(rank=rank)
         candidate_id = candidates.values_list("id", flat=True).first() if rank else None

@@ -111,7 +111,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
-SERVE_MEDIA = env_bool("SKULENS_SERVE_MEDIA", True)
+# Media go through an authorised view (webapp.matching.media). "django" streams the file;
+# behind nginx "x-accel-redirect" (an internal location at MEDIA_ACCEL_PREFIX), behind Apache or
+# lighttpd "x-sendfile", and the web server sends the bytes.
+MEDIA_SERVER = env_str("SKULENS_MEDIA_SERVER", "django")
+if MEDIA_SERVER not in ("django", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured(
+        "SKULENS_MEDIA_SERVER must be django, x-accel-redirect or x-sendfile"
+    )
+MEDIA_ACCEL_PREFIX = env_str("SKULENS_MEDIA_ACCEL_PREFIX", "/protected-media/")
 
 # Uploads: validated by content in webapp.matching.validation.
 MATCH_MAX_PHOTOS = env_int("SKULENS_MAX_PHOTOS", 8)

@@ -1,11 +1,10 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from django.views.static import serve
 
 from webapp.accounts import views as account_views
 from webapp.accounts.admin_site import restrict_admin_to_catalogue_admins
+from webapp.matching.media import media
 
 restrict_admin_to_catalogue_admins(admin.site)
 
@@ -20,10 +19,6 @@ urlpatterns = [
     path("catalog/", include("webapp.catalog.urls")),
     path("api/", include("webapp.api.urls")),
     path("admin/", admin.site.urls),
+    # Uploaded files only through the authorised view (webapp.matching.media), never directly.
+    re_path(r"^media/(?P<path>.*)$", media, name="media"),
 ]
-
-if settings.SERVE_MEDIA:
-    # Media are served by Django in the embedded setup; put a web server in front in production.
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
-    ]

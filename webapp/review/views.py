@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.selectors import sku_search
 from webapp.matching.models import QueryPhoto
+from webapp.matching.selectors import match_requests_visible_to
 from webapp.review.crops import jpeg, query_photo_crop
 from webapp.review.forms import BulkForm, GapCloseForm, ResolveForm, selected_ids
 from webapp.review.models import BadCase, CatalogueGap, FailureCause
@@ -113,7 +114,8 @@ def detail(request: HttpRequest, case_id: int) -> TemplateResponse:
 @require_GET
 def crop(request: HttpRequest, case_id: int, position: int) -> HttpResponse:
     """The item as the network saw it (box, mask, neutral background), as a JPEG."""
-    photo = get_object_or_404(QueryPhoto, request__bad_case__pk=case_id, position=position)
+    visible = QueryPhoto.objects.filter(request__in=match_requests_visible_to(request.user))
+    photo = get_object_or_404(visible, request__bad_case__pk=case_id, position=position)
     response = HttpResponse(jpeg(query_photo_crop(photo)), content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=300"
     return response
