@@ -190,12 +190,12 @@ class MatchDecisionApi(APIView):
                               **error_responses(400, 401, 403, 404, 409, 429)},
                    operation_id="matches_decision_create")
     def post(self, request: Request, match_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
+        try:  # first: someone else's match is a 404 whatever the body says
             match = match_request_for(user=request.user, request_id=match_id, act=True)
         except MatchRequest.DoesNotExist as exc:
             raise ApiError("No such match.", code="not_found", http_status=404) from exc
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         rank = serializer.validated_data.get("candidate_rank")
         candidates = match.candidates.filter(rank=rank)
         candidate_id = candidates.values_list("id", flat=True).first() if rank else None
