@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
+from webapp.api.fields import IdField
 from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
@@ -18,6 +19,7 @@ from webapp.matching.models import Candidate, Decision, MatchRequest
 from webapp.matching.selectors import match_request_for, request_with_candidates
 from webapp.matching.services import (
     DecisionError,
+    DecisionInvalid,
     StorageFullError,
     decision_record,
     match_request_create,
@@ -175,8 +177,8 @@ class MatchDecisionApi(APIView):
     @extend_schema_serializer(component_name="MatchDecision")
     class InputSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
-        candidate_rank = serializers.IntegerField(required=False, min_value=1)
-        sku_id = serializers.IntegerField(required=False)
+        candidate_rank = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+        sku_id = IdField(required=False)
         note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
     @extend_schema_serializer(component_name="MatchDecisionRecorded")
@@ -187,7 +189,7 @@ class MatchDecisionApi(APIView):
 
     @extend_schema(request=InputSerializer,
                    responses={201: OutputSerializer,
-                              **error_responses(400, 401, 403, 404, 409, 429)},
+                              **error_responses(400, 401, 403, 404, 409, 422, 429)},
                    operation_id="matches_decision_create")
     def post(self, request: Request, match_id: int) -> Response:
         try:  # first: someone else's match is a 404 whatever the body says
@@ -208,6 +210,8 @@ class MatchDecisionApi(APIView):
                 sku_id=serializer.validated_data.get("sku_id"),
                 note=serializer.validated_data.get("note", ""),
             )
+        except DecisionInvalid as exc:
+            raise ApiError(str(exc), code="decision_invalid", http_status=422) from exc
         except DecisionError as exc:
             raise ApiError(str(exc), code="decision_refused", http_status=409) from exc
         return Response(

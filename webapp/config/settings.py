@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -33,7 +34,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "webapp.accounts",
@@ -56,7 +59,12 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "webapp.accounts.middleware.LoginRequiredMiddleware",
+    "webapp.errors.BadParameterMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during login into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+CSRF_FAILURE_VIEW = "webapp.errors.csrf_failure"
 
 ROOT_URLCONF = "webapp.config.urls"
 WSGI_APPLICATION = "webapp.config.wsgi.application"
@@ -94,6 +102,23 @@ if os.environ.get("SKULENS_TEST_DB_NAME") and not _on_sqlite:
     DATABASES["default"]["TEST"] = {"NAME": os.environ["SKULENS_TEST_DB_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes counts failed logins (form, token endpoint, bad API tokens) and locks out a
+# username from an address after AXES_FAILURE_LIMIT failures, for the cool-off time.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SKULENS_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("SKULENS_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "webapp.accounts.lockout.client_ip"
+AXES_VERBOSE = False
+# Proxies in front of Django that append to X-Forwarded-For (0: use the socket's address, so a
+# client cannot pick its own address to dodge the lockout).
+PROXY_COUNT = env_int("SKULENS_PROXY_COUNT", 0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -129,6 +154,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django's own hard stop for abuse; the friendly per-item limit is MATCH_MAX_PHOTOS.
 DATA_UPLOAD_MAX_NUMBER_FILES = 100
+
+# Bounded work (webapp.params): search text longer than this is refused with a 400.
+SEARCH_MAX_CHARS = env_int("SKULENS_SEARCH_MAX_CHARS", 100)
+SEARCH_MAX_WORDS = env_int("SKULENS_SEARCH_MAX_WORDS", 8)
 
 # Matching.
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
@@ -245,17 +274,35 @@ CELERY_TIMEZONE = "UTC"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.api.auth.AuditedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapp.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("SKULENS_API_THROTTLE", "600/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("SKULENS_API_THROTTLE", "600/minute"),
+        # The token endpoint, per client address (axes locks out repeated failures).
+        "login": env_str("SKULENS_LOGIN_THROTTLE", "20/minute"),
+    },
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }
+# Mobile-app tokens (django-rest-knox): hashed at rest, one per device, expiring; each use
+# slides the expiry forward, up to TOKEN_MAX_DAYS after the token was issued.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_float("SKULENS_TOKEN_TTL_HOURS", 168.0)),
+    "AUTO_REFRESH": True,
+    "AUTO_REFRESH_MAX_TTL": timedelta(days=env_float("SKULENS_TOKEN_MAX_DAYS", 90.0)),
+    "TOKEN_LIMIT_PER_USER": env_int("SKULENS_TOKEN_LIMIT_PER_USER", 10),
+    "AUTH_HEADER_PREFIX": "Token",
+}
+# One "token.use" audit entry per token per this many seconds (every request would flood it).
+TOKEN_AUDIT_INTERVAL_S = env_int("SKULENS_TOKEN_AUDIT_INTERVAL_S", 300)
+# The OpenAPI schema and Swagger UI need a login unless this opens them.
+API_DOCS_PUBLIC = env_bool("SKULENS_API_DOCS_PUBLIC", False)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "SKU Lens API",
     "DESCRIPTION": "Photo-to-SKU matching: post photos, get ranked catalogue candidates.",

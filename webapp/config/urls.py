@@ -8,6 +8,12 @@ from webapp.matching.media import media
 
 restrict_admin_to_catalogue_admins(admin.site)
 
+# JSON under /api/, the HTML pages elsewhere (webapp.errors).
+handler400 = "webapp.errors.bad_request"
+handler403 = "webapp.errors.permission_denied"
+handler404 = "webapp.errors.page_not_found"
+handler500 = "webapp.errors.server_error"
+
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("healthz", account_views.healthz, name="healthz"),

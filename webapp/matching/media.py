@@ -14,6 +14,7 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -22,8 +23,7 @@ from django.views.decorators.http import require_safe
 
 from webapp.accounts.roles import Role, has_role, user_roles
 from webapp.catalog.models import CatalogueImport, SKUImage
-from webapp.matching.models import QueryPhoto
-from webapp.matching.selectors import query_photo_by_file
+from webapp.matching.selectors import query_photo_file_visible
 
 MEDIA_SERVERS = ("django", "x-accel-redirect", "x-sendfile")
 
@@ -36,16 +36,30 @@ def _clean(path: str) -> str:
     return name
 
 
+def _media_user(request: HttpRequest) -> Any:
+    """The session's user, or the owner of the API token the request carries."""
+    if request.user.is_authenticated:
+        return request.user
+    from rest_framework.exceptions import APIException
+    from rest_framework.request import Request
+
+    from webapp.api.auth import AuditedTokenAuthentication
+
+    try:
+        found = AuditedTokenAuthentication().authenticate(Request(request))
+    except APIException:
+        return None
+    return found[0] if found else None
+
+
 def _may_read(request: HttpRequest, name: str) -> bool:
-    user = request.user
+    user = _media_user(request)
+    if user is None:
+        return False
     if not user_roles(user):
         return False
     if name.startswith("uploads/"):
-        try:
-            query_photo_by_file(user=user, name=name)
-        except (QueryPhoto.DoesNotExist, QueryPhoto.MultipleObjectsReturned):
-            return False
-        return True
+        return query_photo_file_visible(user=user, name=name)
     if name.startswith("catalog/"):
         return SKUImage.objects.filter(image=name).exists()
     if name.startswith("imports/"):

@@ -51,15 +51,15 @@ def query_photo_for(*, user: User, request_id: int, position: int, act: bool = F
     )
 
 
-def query_photo_by_file(*, user: User, name: str) -> QueryPhoto:
-    """The photo whose original, normalised image or mask is the media file `name`, if `user`
-    may see its request. Raises QueryPhoto.DoesNotExist."""
+def query_photo_file_visible(*, user: User, name: str) -> bool:
+    """Whether the media file `name` is the original, normalised image or mask of a photo of a
+    request `user` may see."""
     from django.db.models import Q
 
     return QueryPhoto.objects.filter(
         Q(original=name) | Q(image=name) | Q(mask=name),
         request__in=match_requests_visible_to(user),
-    ).get()
+    ).exists()
 
 
 def recent_requests(*, user: AbstractBaseUser, limit: int = 20) -> QuerySet[MatchRequest]:

@@ -36,7 +36,11 @@ class StorageFullError(OSError):
 
 
 class DecisionError(ValueError):
-    pass
+    """Refused by the match's state (not finished, already decided)."""
+
+
+class DecisionInvalid(DecisionError):
+    """Well-formed but unusable content: a candidate or SKU that does not fit this match."""
 
 
 def _enqueue(request_id: int) -> None:
@@ -372,14 +376,14 @@ def decision_record(
     if outcome == Decision.Outcome.ACCEPT:
         candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
         if candidate is None:
-            raise DecisionError("Pick one of this match's candidates.")
+            raise DecisionInvalid("Pick one of this match's candidates.")
         sku = candidate.sku
     elif outcome == Decision.Outcome.OTHER_SKU:
         sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
         if sku is None:
-            raise DecisionError("Choose an existing, active SKU.")
+            raise DecisionInvalid("Choose an existing, active SKU.")
     elif outcome != Decision.Outcome.REJECT:
-        raise DecisionError(f"Unknown outcome {outcome!r}.")
+        raise DecisionInvalid(f"Unknown outcome {outcome!r}.")
     with transaction.atomic():
         decision = Decision.objects.create(
             request=request,

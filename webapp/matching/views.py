@@ -32,6 +32,7 @@ from webapp.matching.services import (
     query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
+from webapp.params import int_param, search_text
 
 
 def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
@@ -172,13 +173,13 @@ def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpRes
 @role_required(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
 def sku_lookup(request: HttpRequest) -> TemplateResponse:
-    query = request.GET.get("q", "").strip()
+    query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request,
         "matching/_sku_results.html",
         {
             "skus": sku_search(query=query) if query else [],
             "query": query,
-            "request_id": request.GET.get("request_id"),
+            "request_id": int_param(request.GET, "request_id"),
         },
     )
