@@ -183,6 +183,8 @@ MEDIA_ACCEL_PREFIX = env_str("SKULENS_MEDIA_ACCEL_PREFIX", "/protected-media/")
 MATCH_MAX_PHOTOS = env_int("SKULENS_MAX_PHOTOS", 8)
 UPLOAD_MAX_BYTES = env_int("SKULENS_UPLOAD_MAX_BYTES", 25 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("SKULENS_UPLOAD_MAX_PIXELS", 40_000_000)
+# The stored working copy (what the worker and the browser see) is at most this long a side.
+PHOTO_MAX_SIDE = env_int("SKULENS_PHOTO_MAX_SIDE", 4096)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django's own hard stop for abuse; the friendly per-item limit is MATCH_MAX_PHOTOS.
@@ -303,6 +305,19 @@ CELERY_BEAT_SCHEDULE = {
     "retraining-check": {"task": "learning.check_retraining", "schedule": RETRAIN_CHECK_S},
     "import-uploads-daily": {"task": "catalog.prune_import_bundles", "schedule": 86400.0},
 }
+# Never stuck (webapp.sweeper): a beat task re-sends the tasks of rows whose message was lost.
+SWEEP_INTERVAL_S = env_float("SKULENS_SWEEP_INTERVAL_S", 60.0)
+# A QUEUED row whose last message is older than this is sent again (duplicates are harmless).
+REQUEUE_AFTER_S = env_float("SKULENS_REQUEUE_AFTER_S", 120.0)
+# A RUNNING match whose worker has not written a heartbeat for this long lost its worker.
+MATCH_STALE_S = env_float("SKULENS_MATCH_STALE_S", 60.0)
+MATCH_HEARTBEAT_S = max(0.5, MATCH_STALE_S / 6)
+# Promotions and duplicate scans have no heartbeat: RUNNING this long means lost.
+LONG_TASK_STALE_S = env_float("SKULENS_LONG_TASK_STALE_S", 3600.0)
+SWEEP_BATCH = env_int("SKULENS_SWEEP_BATCH", 500)
+CELERY_BEAT_SCHEDULE["sweep-stuck-work"] = {
+    "task": "matching.sweep_stuck_work", "schedule": SWEEP_INTERVAL_S,
+}
 CELERY_TIMEZONE = "UTC"
 
 REST_FRAMEWORK = {
@@ -356,5 +371,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "faiss.loader": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }

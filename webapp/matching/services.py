@@ -5,16 +5,19 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -43,10 +46,18 @@ class DecisionInvalid(DecisionError):
     """Well-formed but unusable content: a candidate or SKU that does not fit this match."""
 
 
-def _enqueue(request_id: int) -> None:
-    from webapp.matching.tasks import run_match
+class MatchBusy(RuntimeError):
+    """Another worker is running this request and is alive (its heartbeat is fresh)."""
 
-    transaction.on_commit(lambda: run_match.delay(request_id))
+
+def _enqueue(request_id: int) -> None:
+    """Send the match task once this commits; with the broker down the row stays QUEUED and
+    the sweeper sends it later (webapp.sweeper)."""
+    from webapp.matching.tasks import run_match
+    from webapp.sweeper import enqueue_on_commit
+
+    MatchRequest.objects.filter(pk=request_id).update(enqueued_at=timezone.now())
+    enqueue_on_commit(run_match, request_id)
 
 
 def _delete_files(photos: Sequence[QueryPhoto]) -> None:
@@ -73,7 +84,8 @@ def match_request_create(
     try:
         with transaction.atomic():
             request = MatchRequest.objects.create(
-                created_by=user, category=category, brand=brand, series=series
+                created_by=user, category=category, brand=brand, series=series,
+                enqueued_at=timezone.now(),
             )
             for position, photo in enumerate(valid):
                 saved.append(_photo_store(request, position, photo))
@@ -135,20 +147,69 @@ def filter_plan(request: MatchRequest) -> FilterPlan:
     return FilterPlan(None, relaxed)
 
 
+def _orphaned() -> Q:
+    """RUNNING rows whose worker stopped writing its heartbeat."""
+    stale = timezone.now() - timedelta(seconds=settings.MATCH_STALE_S)
+    return Q(status=MatchRequest.Status.RUNNING) & (
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
+    )
+
+
 def _claim(request_id: int, *, redelivered_ok: bool = True) -> bool:
-    """Compare-and-swap to RUNNING. A redelivered task may re-claim a RUNNING row (its worker
-    died); a request taken along in another's batch may only be claimed while QUEUED."""
-    statuses = [MatchRequest.Status.QUEUED]
+    """Compare-and-swap to RUNNING. A redelivered task may take over a RUNNING row only once
+    its heartbeat is stale (its worker died); a request taken along in another's batch may
+    only be claimed while QUEUED. Raises MatchBusy while a live worker holds the row."""
+    claimable = Q(status=MatchRequest.Status.QUEUED)
     if redelivered_ok:
-        statuses.append(MatchRequest.Status.RUNNING)
-    claimed = MatchRequest.objects.filter(pk=request_id, status__in=statuses).update(
+        claimable |= _orphaned()
+    now = timezone.now()
+    claimed = MatchRequest.objects.filter(claimable, pk=request_id).update(
         status=MatchRequest.Status.RUNNING,
-        started_at=timezone.now(),
+        started_at=now,
+        heartbeat_at=now,
         attempts=F("attempts") + 1,
         stage="embedding",
         progress=20,
     )
-    return claimed == 1
+    if claimed:
+        return True
+    if redelivered_ok and MatchRequest.objects.filter(
+        pk=request_id, status=MatchRequest.Status.RUNNING
+    ).exists():
+        raise MatchBusy(f"match {request_id} is running on a live worker")
+    return False
+
+
+class _Heartbeat:
+    """Writes heartbeat_at of the claimed requests every MATCH_HEARTBEAT_S from a thread, so
+    that a dead worker's rows go stale and a live worker's rows never do."""
+
+    def __init__(self, request_ids: list[int]) -> None:
+        self.request_ids = request_ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="match-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(settings.MATCH_HEARTBEAT_S):
+                try:
+                    MatchRequest.objects.filter(
+                        pk__in=self.request_ids, status=MatchRequest.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # the task itself reports the outage
+                    logger.warning("heartbeat of %s failed: %s", self.request_ids, exc)
+        finally:
+            connection.close()
 
 
 @dataclass
@@ -216,10 +277,16 @@ def match_request_run(*, request_id: int) -> bool:
     it is run alone, so that one bad request fails only itself."""
     if not _claim(request_id):
         return False
-    leader = _match_input(request_id)
-    batch = [leader, *_batch_mates(request_id, settings.MATCH_BATCH - 1)]
-    if settings.MATCH_TEST_DELAY_S:
-        time.sleep(settings.MATCH_TEST_DELAY_S)
+    with _Heartbeat([request_id]) as heartbeat:
+        leader = _match_input(request_id)
+        batch = [leader, *_batch_mates(request_id, settings.MATCH_BATCH - 1)]
+        heartbeat.request_ids = [item.request_id for item in batch]
+        if settings.MATCH_TEST_DELAY_S:
+            time.sleep(settings.MATCH_TEST_DELAY_S)
+        return _run_batch(leader, batch)
+
+
+def _run_batch(leader: _MatchInput, batch: list[_MatchInput]) -> bool:
     try:
         results = ml_gateway.match_batch([item.query for item in batch], top_k=settings.MATCH_TOP_K)
     except Exception:
@@ -245,7 +312,27 @@ def _run_alone(item: _MatchInput) -> None:
 
 
 def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_size: int) -> bool:
-    """Store candidates and isolation once; False if the request is no longer running."""
+    """Store candidates and isolation once; False if the request is no longer running.
+
+    All or nothing: if a mask cannot be written (a full disk), the rows are rolled back and
+    the masks already written are deleted, and StorageFullError says so."""
+    written: list[str] = []
+    try:
+        return _result_store_once(item, result, batch_size=batch_size, written=written)
+    except BaseException as exc:
+        for name in written:
+            default_storage.delete(name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise StorageFullError(
+                "The server's storage is full: the result could not be saved. Retry once "
+                "space has been freed; nothing was lost."
+            ) from exc
+        raise
+
+
+def _result_store_once(
+    item: _MatchInput, result: ml_gateway.MatchResult, *, batch_size: int, written: list[str]
+) -> bool:
     MatchRequest.objects.filter(pk=item.request_id, status=MatchRequest.Status.RUNNING).update(
         stage="storing", progress=90
     )
@@ -256,7 +343,7 @@ def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_si
             return False
         locked.candidates.all().delete()
         for photo, isolation in zip(item.photos, result.isolations, strict=True):
-            _photo_isolation_store(photo, isolation)
+            _photo_isolation_store(photo, isolation, written)
         Candidate.objects.bulk_create(
             Candidate(
                 request=locked,
@@ -299,20 +386,27 @@ def detection_classes_for(request: MatchRequest) -> list[str]:
     return sorted({name for names in configured for name in names})
 
 
-def _photo_isolation_store(photo: QueryPhoto, isolation: ml_gateway.Isolation) -> None:
+def _photo_isolation_store(
+    photo: QueryPhoto, isolation: ml_gateway.Isolation, written: list[str]
+) -> None:
     box = isolation.box
     photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
     photo.box_source = isolation.source
     photo.detection_label = isolation.label
     photo.detection_confidence = isolation.confidence
-    if photo.mask:
-        photo.mask.delete(save=False)
+    old_mask = photo.mask.name if photo.mask else ""
     if isolation.mask is not None:
         buffer = io.BytesIO()
         Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
         photo.mask.save(f"m{photo.request_id}-{photo.position}.png",
                         ContentFile(buffer.getvalue()), save=False)
+        written.append(photo.mask.name)
+    else:
+        photo.mask = ""  # type: ignore[assignment]
     photo.save()
+    if old_mask and old_mask != photo.mask.name:
+        # The old mask goes only once the new rows are committed.
+        transaction.on_commit(lambda: default_storage.delete(old_mask))
 
 
 def query_photo_box_correct(*, photo: QueryPhoto, box: Box) -> MatchRequest:
