@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 def enqueue_now(task: Any, *args: Any) -> bool:
     """Send `task(*args)`; False (logged) when the broker cannot be reached."""
+    if task.app.conf.task_always_eager:  # debugging and tests: run here, errors propagate
+        task.apply_async(args)
+        return True
     try:
         task.apply_async(args, retry=True, retry_policy={"max_retries": 2,
                                                          "interval_start": 0.2,

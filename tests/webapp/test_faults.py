@@ -49,7 +49,8 @@ def publish_to(settings) -> Iterator[Callable[[str], None]]:
 
     def use(url: str) -> None:
         celery_app.conf.broker_url = url
-        celery_app._pool = None  # type: ignore[attr-defined]  # reconnect with the new URL
+        # Reconnect with the new URL: drop the cached connection and producer pools.
+        celery_app._after_fork()
 
     yield use
     use(original)
