@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,3 +285,25 @@ def test_bad_decisions_on_the_form_and_the_api(appraiser, world) -> None:
                        malformed, (400, "JSON parse"))
     assert not Decision.objects.filter(request=world.match).exists()
     assert not problems, "\n".join(problems)
+
+
+def test_an_upload_onto_a_full_disk_keeps_nothing(appraiser, settings, tmp_path) -> None:
+    from tests.webapp.faults import fill_disk, small_disk
+
+    with small_disk(tmp_path / "full-media", size="2m") as media:
+        settings.MEDIA_ROOT = media
+        photo = jpeg_bytes(Image.effect_noise((300, 300), 64).convert("RGB"), quality=95)
+        assert len(photo) > 40_000
+        # Room for the original, not for the normalised copy: a second write cut short.
+        free = os.statvfs(media).f_bavail * os.statvfs(media).f_frsize
+        (media / "almost.bin").write_bytes(b"\0" * (free - len(photo) - 16_384))
+        api = Client(HTTP_AUTHORIZATION=f"Token {api_token(appraiser)}")
+        response = api.post(reverse("api:match-create"), {"photos": f("a.jpg", photo)})
+        assert response.status_code == 507
+        assert response.json()["error"]["code"] == "storage_full"
+        htmx = Client(HTTP_HX_REQUEST="true")
+        htmx.force_login(appraiser)
+        form = htmx.post(reverse("matching:create"), {"photos": f("a.jpg", photo)})
+        assert form.status_code == 422 and "storage is full" in _body(form)
+        assert not MatchRequest.objects.exists()
+        assert not [p for p in media.rglob("*") if p.is_file() and p.name != "almost.bin"]

@@ -142,7 +142,9 @@ def test_database_outage_retries_with_backoff_then_fails_clearly(
     cut = TcpCut(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
     try:
         url = test_database_url().replace(f":{db['PORT'] or 5432}/", f":{cut.port}/")
-        worker = Worker("db-outage", redis_url, tmp_path, DATABASE_URL=url).start()
+        # A long visibility timeout: Redis must not hand the retries' ETA messages out again.
+        worker = Worker("db-outage", redis_url, tmp_path, DATABASE_URL=url,
+                        CELERY_VISIBILITY_TIMEOUT_S="3600").start()
         workers.append(worker)
         cut.cut()
         request = match_request_create(user=appraiser, uploads=[demo_photo_upload(SKU)])

@@ -60,13 +60,6 @@ def _enqueue(request_id: int) -> None:
     enqueue_on_commit(run_match, request_id)
 
 
-def _delete_files(photos: Sequence[QueryPhoto]) -> None:
-    for photo in photos:
-        for field in (photo.original, photo.image):
-            if field and field.name:
-                field.storage.delete(field.name)
-
-
 def match_request_create(
     *,
     user: AbstractBaseUser,
@@ -80,7 +73,7 @@ def match_request_create(
     Raises PhotoValidationError (nothing stored) or StorageFullError (nothing kept).
     """
     valid = validate_photos(uploads)
-    saved: list[QueryPhoto] = []
+    written: list[str] = []  # every file name, before it is written: a write cut short too
     try:
         with transaction.atomic():
             request = MatchRequest.objects.create(
@@ -88,20 +81,20 @@ def match_request_create(
                 enqueued_at=timezone.now(),
             )
             for position, photo in enumerate(valid):
-                saved.append(_photo_store(request, position, photo))
+                _photo_store(request, position, photo, written)
             _enqueue(request.id)
-    except OSError as exc:
-        _delete_files(saved)
-        if exc.errno == errno.ENOSPC:
+    except BaseException as exc:
+        for name in written:
+            default_storage.delete(name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise StorageFullError("The server's storage is full; nothing was saved.") from exc
-        raise
-    except BaseException:
-        _delete_files(saved)
         raise
     return request
 
 
-def _photo_store(request: MatchRequest, position: int, photo: ValidPhoto) -> QueryPhoto:
+def _photo_store(
+    request: MatchRequest, position: int, photo: ValidPhoto, written: list[str]
+) -> QueryPhoto:
     row = QueryPhoto(
         request=request,
         position=position,
@@ -111,8 +104,12 @@ def _photo_store(request: MatchRequest, position: int, photo: ValidPhoto) -> Que
         height=photo.height,
     )
     stem = f"m{request.id}-{position}"
-    row.original.save(f"{stem}.{photo.extension}", ContentFile(photo.original), save=False)
-    row.image.save(f"{stem}.jpg", ContentFile(photo.normalised_jpeg), save=False)
+    for field, filename, data in ((row.original, f"{stem}.{photo.extension}", photo.original),
+                                  (row.image, f"{stem}.jpg", photo.normalised_jpeg)):
+        name = field.storage.get_available_name(field.field.generate_filename(row, filename))
+        written.append(name)
+        field.name = field.storage.save(name, ContentFile(data))
+        written.append(field.name)
     row.save()
     return row
 
@@ -398,8 +395,12 @@ def _photo_isolation_store(
     if isolation.mask is not None:
         buffer = io.BytesIO()
         Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
-        photo.mask.save(f"m{photo.request_id}-{photo.position}.png",
-                        ContentFile(buffer.getvalue()), save=False)
+        # Named first, so that a write cut short (a full disk) is known and deleted.
+        storage = photo.mask.storage
+        name = storage.get_available_name(photo.mask.field.generate_filename(
+            photo, f"m{photo.request_id}-{photo.position}.png"))
+        written.append(name)
+        photo.mask.name = storage.save(name, ContentFile(buffer.getvalue()))
         written.append(photo.mask.name)
     else:
         photo.mask = ""  # type: ignore[assignment]
