@@ -41,6 +41,10 @@ class TcpCut:
     def cut(self) -> None:
         with self._lock:
             if self._server is not None:
+                # shutdown() first: close() alone leaves a thread blocked in accept() taking
+                # new connections on Linux.
+                with suppress(OSError):
+                    self._server.shutdown(socket.SHUT_RDWR)
                 self._server.close()
                 self._server = None
             for sock in self._sockets:
@@ -102,16 +106,14 @@ def small_disk(path: Path, size: str = "8m") -> Iterator[Path]:
 def fill_disk(path: Path) -> Path:
     """Fill the file system at `path` to the last byte; returns the filler file."""
     filler = path / "filler.bin"
-    with filler.open("wb") as handle:
+    with filler.open("wb", buffering=0) as handle:
         chunk = b"\0" * (1 << 20)
         with suppress(OSError):
             while True:
                 handle.write(chunk)
-                handle.flush()
         with suppress(OSError):
             while True:
                 handle.write(b"\0" * 512)
-                handle.flush()
     assert os.statvfs(path).f_bavail == 0
     return filler
 

@@ -288,7 +288,7 @@ def test_bad_decisions_on_the_form_and_the_api(appraiser, world) -> None:
 
 
 def test_an_upload_onto_a_full_disk_keeps_nothing(appraiser, settings, tmp_path) -> None:
-    from tests.webapp.faults import fill_disk, small_disk
+    from tests.webapp.faults import small_disk
 
     with small_disk(tmp_path / "full-media", size="2m") as media:
         settings.MEDIA_ROOT = media

@@ -21,13 +21,8 @@ from PIL import Image
 
 from tests.webapp.conftest import demo_photo_upload, jpeg_bytes, logged_in, upload
 from tests.webapp.faults import TcpCut, fill_disk, small_disk, vm_size_kib
-from tests.webapp.workers import (
-    ROOT,
-    TEST_MATCH_STALE_S,
-    Worker,
-    redis_url_or_skip,
-    test_database_url,
-)
+from tests.webapp.workers import ROOT, TEST_MATCH_STALE_S, Worker, redis_url_or_skip
+from tests.webapp.workers import test_database_url as worker_database_url
 from webapp import ml_gateway
 from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
@@ -43,11 +38,12 @@ SKU = "DEMO-KIR-SUM-01"
 
 @pytest.fixture
 def publish_to(settings) -> Iterator[Callable[[str], None]]:
-    """Send tasks to a real broker from this process, exactly as the web process does."""
-    celery_app.conf.task_always_eager = False
+    """Send tasks to a real broker from this process, exactly as the web process does, from
+    the call on (fixtures such as `catalogue` still run their tasks in place)."""
     original = celery_app.conf.broker_url
 
     def use(url: str) -> None:
+        celery_app.conf.task_always_eager = False
         celery_app.conf.broker_url = url
         # Reconnect with the new URL: drop the cached connection and producer pools.
         celery_app._after_fork()
@@ -141,7 +137,7 @@ def test_database_outage_retries_with_backoff_then_fails_clearly(
     db = connection.settings_dict
     cut = TcpCut(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
     try:
-        url = test_database_url().replace(f":{db['PORT'] or 5432}/", f":{cut.port}/")
+        url = worker_database_url().replace(f":{db['PORT'] or 5432}/", f":{cut.port}/")
         # A long visibility timeout: Redis must not hand the retries' ETA messages out again.
         worker = Worker("db-outage", redis_url, tmp_path, DATABASE_URL=url,
                         CELERY_VISIBILITY_TIMEOUT_S="3600").start()
@@ -344,7 +340,7 @@ def test_crash_mid_publish_leaves_the_live_index_serving(
 ) -> None:
     from django.conf import settings as django_settings
 
-    env = {**os.environ, "DATABASE_URL": test_database_url(),
+    env = {**os.environ, "DATABASE_URL": worker_database_url(),
            "MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
            "SKULENS_INDEX_DIR": str(django_settings.INDEX_DIR)}
     before = sorted(p.name for p in Path(settings.INDEX_DIR).iterdir())

@@ -197,14 +197,19 @@ class _Heartbeat:
     def _run(self) -> None:
         from django.db import connection
 
+        failing = False
         try:
             while not self._stop.wait(settings.MATCH_HEARTBEAT_S):
                 try:
                     MatchRequest.objects.filter(
                         pk__in=self.request_ids, status=MatchRequest.Status.RUNNING
                     ).update(heartbeat_at=timezone.now())
+                    failing = False
                 except DatabaseError as exc:  # the task itself reports the outage
-                    logger.warning("heartbeat of %s failed: %s", self.request_ids, exc)
+                    if not failing:
+                        logger.warning("heartbeat of %s failed: %s", self.request_ids, exc)
+                    failing = True
+                    connection.close()
         finally:
             connection.close()
 
