@@ -65,7 +65,7 @@ class Worker:
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> Worker:
+    def start(self, timeout: float = 240) -> Worker:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "webapp.config", "worker", "-Q", self.queues,
