@@ -50,28 +50,41 @@ def int_param(
     default: int | None = None,
     min_value: int = 1,
     max_value: int = MAX_ID,
+    strict: bool = True,
 ) -> int | None:
-    """An optional integer parameter within [min_value, max_value]; empty means `default`."""
+    """An optional integer parameter within [min_value, max_value]; empty means `default`.
+
+    Anything else is refused, or, with `strict=False` (filters that have always ignored a
+    value they do not understand), read as `default`."""
     raw = (params.get(name) or "").strip()
     if not raw:
         return default
-    if len(raw) > 20 or not raw.lstrip("-").isdigit() or not raw.isascii():
-        raise BadParameter(name, f"must be a whole number, not {raw[:40]!r}.")
-    value = int(raw)
-    if not min_value <= value <= max_value:
-        raise BadParameter(name, f"must be between {min_value} and {max_value}.")
+    try:
+        if len(raw) > 20 or not raw.lstrip("-").isdigit() or not raw.isascii():
+            raise BadParameter(name, f"must be a whole number, not {raw[:40]!r}.")
+        value = int(raw)
+        if not min_value <= value <= max_value:
+            raise BadParameter(name, f"must be between {min_value} and {max_value}.")
+    except BadParameter:
+        if strict:
+            raise
+        return default
     return value
 
 
 def choice_param(
-    params: Mapping[str, str], name: str, choices: Iterable[Choice], default: Choice
+    params: Mapping[str, str], name: str, choices: Iterable[Choice], default: Choice,
+    *, strict: bool = True,
 ) -> Choice:
-    """One of `choices`; absent or empty means `default`, anything else is refused."""
+    """One of `choices`; absent or empty means `default`, anything else is refused (or, with
+    `strict=False`, read as `default`)."""
     raw = params.get(name) or ""
     if not raw:
         return default
     allowed = list(choices)
     if raw not in allowed:
+        if not strict:
+            return default
         shown = ", ".join(allowed[:12])
         raise BadParameter(name, f"must be one of {shown}.")
     return raw  # type: ignore[return-value]

@@ -20,7 +20,8 @@ PAGE_SIZE = 50
 def _render(request: HttpRequest, *, user: object = None) -> TemplateResponse:
     action = text_param(request.GET, "action", max_chars=60)
     entries = audit_entries(actor_id=getattr(user, "pk", None), action_prefix=action)
-    page = Paginator(entries, PAGE_SIZE).get_page(int_param(request.GET, "page", default=1))
+    page_number = int_param(request.GET, "page", default=1, strict=False)
+    page = Paginator(entries, PAGE_SIZE).get_page(page_number)
     keep = request.GET.copy()
     keep.pop("page", None)
     return TemplateResponse(

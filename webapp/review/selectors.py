@@ -38,16 +38,17 @@ class QueueFilters:
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> QueueFilters:
-        from webapp.params import choice_param, int_param, text_param
+        from webapp.params import choice_param, int_param
 
         return cls(
             status=choice_param(query, "status", [*BadCase.Status.values, "all"],
-                                BadCase.Status.OPEN),
-            cause=choice_param(query, "cause", [*FailureCause.values, NO_CAUSE], ""),
-            category=int_param(query, "category"),
-            model_version=text_param(query, "model_version", max_chars=120),
-            age=choice_param(query, "age", list(AGES), ""),
-            sort=choice_param(query, "sort", list(SORTS), "margin"),
+                                BadCase.Status.OPEN, strict=False),
+            cause=choice_param(query, "cause", [*FailureCause.values, NO_CAUSE], "",
+                               strict=False),
+            category=int_param(query, "category", strict=False),
+            model_version=(query.get("model_version") or "")[:120],
+            age=choice_param(query, "age", list(AGES), "", strict=False),
+            sort=choice_param(query, "sort", list(SORTS), "margin", strict=False),
         )
 
 

@@ -15,7 +15,7 @@ PERIODS = [(7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "a year")]
 
 
 def _window(request: HttpRequest) -> numbers.Window:
-    days = int_param(request.GET, "days", default=30, max_value=3650)
+    days = int_param(request.GET, "days", default=30, max_value=3650, strict=False)
     return numbers.Window.last(days or 30)
 
 

@@ -167,7 +167,7 @@ def sku_lookup(request: HttpRequest) -> TemplateResponse:
 @require_GET
 def gaps(request: HttpRequest) -> TemplateResponse:
     show = choice_param(request.GET, "show", [*CatalogueGap.Status.values, "all"],
-                        CatalogueGap.Status.OPEN)
+                        CatalogueGap.Status.OPEN, strict=False)
     return TemplateResponse(
         request,
         "review/gaps.html",

@@ -30,15 +30,15 @@ LEVELS: dict[str, type[Category] | type[Brand] | type[Series]] = {
 def home(request: HttpRequest) -> TemplateResponse:
     """The SKU list, filtered by the tree on the left and the search box."""
     params = request.GET
-    status = choice_param(params, "status", SKU_STATUSES, "active")
+    status = choice_param(params, "status", SKU_STATUSES, "active", strict=False)
     filters = {
-        "category_id": int_param(params, "category"),
-        "brand_id": int_param(params, "brand"),
-        "series_id": int_param(params, "series"),
+        "category_id": int_param(params, "category", strict=False),
+        "brand_id": int_param(params, "brand", strict=False),
+        "series_id": int_param(params, "series", strict=False),
     }
     query = search_text(params.get("q"))
     page = Paginator(sku_browse(query=query, status=status, **filters), PAGE_SIZE).get_page(
-        int_param(params, "page", default=1)
+        int_param(params, "page", default=1, strict=False)
     )
     # Links keep every filter but the page number.
     keep = params.copy()

@@ -102,7 +102,8 @@ def commit(request: HttpRequest, import_id: int) -> HttpResponse:
 @require_GET
 def export(request: HttpRequest) -> FileResponse:
     """The whole catalogue as a zip in the import format (inactive SKUs included)."""
-    active_only = choice_param(request.GET, "active_only", ["true", "false"], "false")
+    active_only = choice_param(request.GET, "active_only", ["true", "false"], "false",
+                               strict=False)
     include_inactive = active_only != "true"
     # On disk, not in memory: a catalogue's images can be large.
     handle = tempfile.TemporaryFile()

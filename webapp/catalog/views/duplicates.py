@@ -36,7 +36,7 @@ def _pairs(status: str) -> object:
 @require_GET
 def listing(request: HttpRequest) -> TemplateResponse:
     show = choice_param(request.GET, "show", DuplicatePair.Status.values,
-                        DuplicatePair.Status.OPEN)
+                        DuplicatePair.Status.OPEN, strict=False)
     return TemplateResponse(
         request,
         "catalog/duplicates.html",
