@@ -21,7 +21,7 @@ from PIL import Image
 
 from ml.embed import Embedder, configure_threads, load_embedder
 from ml.evaluate import query_outcomes
-from ml.index import VectorIndex
+from ml.index import IndexCorruptError, VectorIndex
 from ml.retrieval import Isolator, Query, RetrievalConfig, Retriever
 from ml.types import Box, Isolation, QueryOutcome, SkuScore
 from ml.yolo import YoloDetector
@@ -172,10 +172,53 @@ def index_path(name: str) -> Path:
     return settings.INDEX_DIR / name
 
 
+def _load_checked(version: object) -> VectorIndex:
+    """The version's index; IndexUnavailable when its files are missing, corrupt or hold
+    another number of vectors than the database recorded."""
+    name, expected = version.name, version.vector_count  # type: ignore[attr-defined]
+    try:
+        index, _meta = VectorIndex.load(index_path(name))
+    except (FileNotFoundError, IndexCorruptError) as exc:
+        raise IndexUnavailable(f"Index files for {name} are missing or corrupt: {exc}") from exc
+    if index.ntotal != expected:
+        raise IndexUnavailable(
+            f"Index {name} holds {index.ntotal} vectors but the database recorded {expected}"
+        )
+    return index
+
+
+def _loadable_index(active: object) -> tuple[object, VectorIndex]:
+    """The active version's index or, when its files are unusable, the newest earlier ready
+    version of the same model that loads (logged as an error: the catalogue's latest changes
+    are missing from it until the next publish, which rebuilds)."""
+    from webapp.learning.models import IndexVersion
+
+    try:
+        return active, _load_checked(active)
+    except IndexUnavailable as exc:
+        problem = exc
+    earlier = IndexVersion.objects.filter(
+        status=IndexVersion.Status.READY,
+        model_version=active.model_version,  # type: ignore[attr-defined]
+        created_at__lt=active.created_at,  # type: ignore[attr-defined]
+    ).order_by("-created_at")[:5]
+    for version in earlier:
+        try:
+            index = _load_checked(version)
+        except IndexUnavailable:
+            continue
+        logger.error("%s; serving the previous version %s until the next publish rebuilds "
+                     "it (manage.py build_index --full)", problem, version.name)
+        return version, index
+    raise IndexUnavailable(f"{problem}; no earlier version loads either: run manage.py "
+                           "build_index --full") from problem
+
+
 class _ActiveIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._name: str | None = None
+        self._active: str | None = None  # the active row this cache was loaded for
+        self._name: str | None = None  # the version actually served (a fallback, at worst)
         self._index: VectorIndex | None = None
         self._model_ref = ""
 
@@ -183,33 +226,26 @@ class _ActiveIndex:
         """(index version name, index, model ref): a match uses all three together."""
         from webapp.learning.selectors import active_index_version
 
-        version = active_index_version()
-        if version is None:
+        active = active_index_version()
+        if active is None:
             raise IndexUnavailable("No search index has been built yet.")
         with self._lock:
-            if self._name != version.name or self._index is None:
+            if self._active != active.name or self._index is None:
                 started = time.perf_counter()
-                try:
-                    index, _meta = VectorIndex.load(index_path(version.name))
-                except FileNotFoundError as exc:
-                    raise IndexUnavailable(f"Index files for {version.name} are missing") from exc
-                if index.ntotal != version.vector_count:
-                    raise IndexUnavailable(
-                        f"Index {version.name} holds {index.ntotal} vectors but the database "
-                        f"recorded {version.vector_count}: run manage.py build_index --full"
-                    )
+                version, index = _loadable_index(active)
                 index.use_device("auto")  # a GPU replica when faiss-gpu sees one
-                self._name, self._index = version.name, index
-                self._model_ref = version.model_ref or default_model_ref()
+                self._active, self._name, self._index = active.name, version.name, index
+                self._model_ref = version.model_ref or default_model_ref()  # type: ignore[attr-defined]
                 logger.info(
                     "loaded index %s (%d vectors) in %.2f s",
-                    version.name, index.ntotal, time.perf_counter() - started,
+                    version.name, index.ntotal, time.perf_counter() - started,  # type: ignore[attr-defined]
                 )
+            assert self._name is not None
             return self._name, self._index, self._model_ref
 
     def forget(self) -> None:
         with self._lock:
-            self._name, self._index = None, None
+            self._active, self._name, self._index = None, None, None
 
 
 active_index = _ActiveIndex()

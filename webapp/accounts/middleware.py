@@ -11,6 +11,10 @@ from django.http import HttpRequest, HttpResponse
 _PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz")
 
 
+def _has_token(request: HttpRequest) -> bool:
+    return request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("token ")
+
+
 class LoginRequiredMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -19,6 +23,8 @@ class LoginRequiredMiddleware:
         path = request.path
         # The API authenticates with tokens itself and answers 401 in JSON.
         is_public = path.startswith(_PUBLIC_PREFIXES) or path.startswith("/api/")
+        # The mobile app fetches photos with its API token; the media view authenticates it.
+        is_public = is_public or (path.startswith("/media/") and _has_token(request))
         if not is_public and not request.user.is_authenticated:
             if request.htmx:  # type: ignore[attr-defined]
                 response = HttpResponse(status=401)

@@ -91,6 +91,9 @@ def artifacts_prune(
     for model in trained.exclude(pk__in=keep_model_ids).exclude(model_ref__in=protected_refs):
         checkpoint = Path(model.model_ref)
         checkpoint.unlink(missing_ok=True)
+        # Runtime exports cached beside it (`<checkpoint>.<key>.onnx` and their sidecars).
+        for export in checkpoint.parent.glob(f"{checkpoint.name}.*"):
+            export.unlink(missing_ok=True)
         if checkpoint.parent.is_dir() and not any(checkpoint.parent.iterdir()):
             checkpoint.parent.rmdir()
         ModelVersion.objects.filter(pk=model.pk).update(pruned_at=timezone.now())

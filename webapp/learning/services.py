@@ -18,7 +18,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb
-from ml.index import INDEX_FILE, VectorIndex
+from ml.index import INDEX_FILE, IndexCorruptError, VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.catalog.selectors import indexable_images
@@ -151,8 +151,8 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     if parent and not full_rebuild and parent.model_version == model_name:
         try:
             index, _ = VectorIndex.load(ml_gateway.index_path(parent.name))
-        except FileNotFoundError:
-            logger.warning("index files of %s are missing: rebuilding", parent.name)
+        except (FileNotFoundError, IndexCorruptError) as exc:
+            logger.error("index files of %s are unusable (%s): rebuilding", parent.name, exc)
         # Incremental updates keep the index type; rebuild once its size calls for another
         # (flat grown to IVF_THRESHOLD, IVF shrunk, or IVF lists trained for another size).
         if index is not None and index.needs_rebuild:

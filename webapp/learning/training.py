@@ -56,8 +56,9 @@ def new_resolved_bad_cases() -> int:
 
 def _enqueue(run_id: int) -> None:
     from webapp.learning.tasks import train_model
+    from webapp.sweeper import enqueue_on_commit
 
-    transaction.on_commit(lambda: train_model.delay(run_id))
+    enqueue_on_commit(train_model, run_id)  # a lost message: the sweeper resends
 
 
 def training_run_request(

@@ -34,6 +34,12 @@ class MatchRequest(models.Model):
     index_version = models.CharField(max_length=120, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last time a task was sent for it: the sweeper re-sends QUEUED rows whose message was
+    # lost (broker down at enqueue, the filesystem broker's deleted-on-receive messages).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds by the worker running it: a RUNNING row with an old heartbeat
+    # lost its worker and may be taken over; a fresh one may not (no match runs twice).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
     # Requests the worker ran through the model together with this one (itself included).
     batch_size = models.PositiveSmallIntegerField(default=1)
