@@ -57,10 +57,10 @@ def _evaluate_reranked(args: argparse.Namespace) -> int:
 
     off = [k.strip() for k in (args.rerank_off or "").split(",") if k.strip()]
     config = RerankConfig(top_k=args.rerank_top_k).without(*off)
-    ocr = None
+    ocr = reference_ocr = None
     if config.text:
         try:
-            ocr = default_engine()
+            ocr, reference_ocr = default_engine("query"), default_engine("reference")
         except OcrUnavailable as exc:
             print(f"text evidence off: {exc}", file=sys.stderr)
     embedder = load_embedder(args.model, device=args.device)
@@ -73,6 +73,7 @@ def _evaluate_reranked(args: argparse.Namespace) -> int:
         embedder,
         config=config,
         ocr=ocr,
+        reference_ocr=reference_ocr,
         attributes=attributes,
         filter_column=args.filter_column,
         breakdown_column=args.breakdown_column,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from PIL import Image
 
 from ml.embed import Embedder, configure_threads, load_embedder
 from ml.fuse import rank_skus
+from ml.images import load_rgb
 from ml.index import VectorIndex
+from ml.rerank.attributes import AttributePredictor
+from ml.rerank.ocr import OcrEngine, OcrUnavailable
+from ml.rerank.ocr import default_engine as ocr_engine
+from ml.rerank.stage import RerankConfig, Reranker
+from ml.rerank.store import ReferenceEvidence, ReferenceStore, reference_evidence
+from ml.rerank.types import EVIDENCE_KINDS, CatalogueEntry, RerankQuery
 from ml.segment import grabcut_mask, isolate
 from ml.types import Box, SkuScore
 from ml.yolo import Detection, YoloDetector
@@ -46,6 +54,9 @@ class MatchResult:
     model_version: str
     index_version: str
     isolations: list[Isolation]
+    # Re-ranking evidence per candidate (ml.rerank CandidateEvidence JSON, keyed by sku_id
+    # inside); empty without re-ranking.
+    evidence: list[dict[str, object]] = field(default_factory=list)
 
 
 class IndexUnavailable(RuntimeError):
@@ -225,6 +236,7 @@ class MatchQuery:
     allowed_reference_ids: np.ndarray | None = None
     corrected_boxes: Sequence[Box | None] | None = None
     detection_classes: Sequence[str] = ()
+    typed: RerankInput | None = None  # free text and soft attributes, for re-ranking
 
 
 def match(
@@ -282,13 +294,17 @@ def match_batch(queries: Sequence[MatchQuery], *, top_k: int) -> list[MatchResul
     vectors = embedder(model_ref).embed(every_crop, batch_size=len(every_crop))
     embed_ms = (time.perf_counter() - started) * 1000
 
-    k = min(max(top_k * 10, 50), max(index.ntotal, 1))
+    stage = reranker(index_name, model_ref) if settings.RERANK else None
+    fused_k = max(top_k, stage.config.top_k) if stage is not None else top_k
+    k = min(max(fused_k * 10, 50), max(index.ntotal, 1))
     searched: list[tuple[np.ndarray, np.ndarray]] = []
+    query_vectors: list[np.ndarray] = []
     start = 0
     for q, query in enumerate(queries):
         n = len(crops[q])
         timings[q]["embed"] = embed_ms * n / len(every_crop)
         started = time.perf_counter()
+        query_vectors.append(vectors[start : start + n])
         searched.append(
             index.search(vectors[start : start + n], k, allowed_ids=query.allowed_reference_ids)
         )
@@ -307,9 +323,194 @@ def match_batch(queries: Sequence[MatchQuery], *, top_k: int) -> list[MatchResul
     for q, (cosines, reference_ids) in enumerate(searched):
         started = time.perf_counter()
         candidates = rank_skus(
-            cosines, reference_ids, reference_to_sku, top_k=top_k,
+            cosines, reference_ids, reference_to_sku, top_k=fused_k,
             strategy=settings.FUSION_STRATEGY,
         )
         timings[q]["fuse"] = (time.perf_counter() - started) * 1000 + lookup_ms / len(queries)
-        results.append(MatchResult(candidates, timings[q], version, index_name, isolations[q]))
+        evidence: list[dict[str, object]] = []
+        if stage is not None and candidates:
+            reranked = rerank(
+                stage, candidates, crops=crops[q], vectors=query_vectors[q], cosines=cosines,
+                reference_ids=reference_ids, reference_to_sku=reference_to_sku,
+                typed=queries[q].typed,
+            )
+            candidates, evidence = reranked.candidates, reranked.evidence
+            timings[q].update(reranked.timings_ms)
+        results.append(MatchResult(candidates[:top_k], timings[q], version, index_name,
+                                   isolations[q], evidence))
     return results
+
+
+# ----- re-ranking with evidence (ml.rerank) ------------------------------------------------
+# The stage's inputs from the database (candidates' text and attributes, their reference
+# images), its reference evidence from the index version's directory, and its fusion model
+# from the newest FusionWeights row. Everything is plain data by the time it reaches ml.
+
+
+@dataclass(frozen=True)
+class RerankInput:
+    """What the appraiser typed for one request: evidence, not filters."""
+
+    query_text: str = ""
+    soft_attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reranked:
+    candidates: list[SkuScore]
+    evidence: list[dict[str, object]]  # CandidateEvidence JSON, same order
+    confident: bool
+    timings_ms: dict[str, float]
+
+
+@lru_cache(maxsize=4)
+def reference_store(index_name: str) -> ReferenceStore | None:
+    """The reference evidence published with an index version (None: built without it)."""
+    try:
+        return ReferenceStore.load(index_path(index_name))
+    except (OSError, ValueError) as exc:
+        logger.warning("reference evidence of %s unreadable, re-ranking without it: %s",
+                       index_name, exc)
+        return None
+
+
+@cache
+def _ocr_engine() -> OcrEngine | None:
+    try:
+        return ocr_engine("query")
+    except OcrUnavailable as exc:
+        logger.warning("text evidence off: %s", exc)
+        return None
+
+
+@lru_cache(maxsize=3)
+def _attribute_predictor(model_ref: str) -> AttributePredictor | None:
+    path = Path(model_ref)
+    return AttributePredictor.from_checkpoint(path) if path.is_file() else None
+
+
+def rerank_config() -> RerankConfig:
+    kinds = set(settings.RERANK_EVIDENCE)
+    return RerankConfig(
+        top_k=settings.RERANK_TOP_K,
+        ocr_margin=settings.RERANK_OCR_MARGIN,
+    ).without(*[k for k in EVIDENCE_KINDS if k not in kinds])
+
+
+def reranker(index_name: str, model_ref: str) -> Reranker:
+    from webapp.matching.calibration import active_fusion
+
+    config = rerank_config()
+    return Reranker(
+        config,
+        store=reference_store(index_name) if config.spatial or config.text else None,
+        fusion=active_fusion(),
+        ocr=_ocr_engine() if config.text else None,
+        attributes=_attribute_predictor(model_ref) if config.attributes else None,
+    )
+
+
+def catalogue_entries(sku_ids: Sequence[int]) -> dict[int, CatalogueEntry]:
+    """The candidates' text and attributes as the stage compares them."""
+    from webapp.catalog.models import SKU
+
+    entries = {}
+    for sku in SKU.objects.filter(id__in=sku_ids).select_related("series__brand__category"):
+        attributes = {k: str(v) for k, v in (sku.attributes or {}).items()
+                      if k != "description" and v not in (None, "")}
+        attributes.update({k: v for k, v in (("colour", sku.colour), ("material", sku.material),
+                                             ("size", sku.size)) if v})
+        entries[sku.id] = CatalogueEntry(
+            sku_id=sku.id,
+            name=sku.name,
+            category=sku.series.brand.category.name,
+            brand=sku.series.brand.name,
+            series=sku.series.name,
+            description=str((sku.attributes or {}).get("description", "")),
+            attributes=attributes,
+        )
+    return entries
+
+
+def sku_reference_ids(sku_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Each candidate's indexable reference images, catalogue images first."""
+    from webapp.catalog.selectors import indexable_images
+
+    out: dict[int, list[int]] = {}
+    rows = indexable_images().filter(sku_id__in=sku_ids).order_by("sku_id", "position", "id")
+    for image_id, sku_id in rows.values_list("id", "sku_id"):
+        out.setdefault(sku_id, []).append(image_id)
+    return out
+
+
+def rerank(
+    stage: Reranker,
+    candidates: Sequence[SkuScore],
+    *,
+    crops: Sequence[Image.Image],
+    vectors: np.ndarray,
+    cosines: np.ndarray,
+    reference_ids: np.ndarray,
+    reference_to_sku: Mapping[int, int],
+    typed: RerankInput | None = None,
+) -> Reranked:
+    """One request's visual ranking through the stage: evidence per candidate, the fused
+    score, the confident flag."""
+    head = [c.sku_id for c in candidates[: stage.config.top_k]]
+    typed = typed or RerankInput()
+    query = RerankQuery(
+        crops=crops, cosines=cosines, reference_ids=reference_ids, embeddings=vectors,
+        query_text=typed.query_text, soft_attributes=dict(typed.soft_attributes),
+    )
+    result = stage.rerank(
+        query, candidates, catalogue=catalogue_entries(head),
+        sku_references=sku_reference_ids(head), ref_to_sku=reference_to_sku,
+    )
+    return Reranked(result.candidates, [e.to_json() for e in result.evidence],
+                    result.confident, result.timings_ms)
+
+
+# Reference evidence is a function of the image alone: computed once per image content.
+_evidence_cache: OrderedDict[tuple[str, bool], ReferenceEvidence] = OrderedDict()
+_EVIDENCE_CACHE_SIZE = 4096
+
+
+def reference_store_publish(name: str, ids: Sequence[int], *, parent: str | None) -> int:
+    """Write the reference evidence of index version `name` (for `ids`) into its directory,
+    reusing the parent version's for the references it already had. Returns the number of
+    references whose evidence was computed now."""
+    from webapp.catalog.models import SKUImage
+
+    wanted = {int(i) for i in ids}
+    previous = reference_store(parent) if parent else None
+    kept = {i: e for i in wanted if previous is not None
+            and (e := previous.get(i)) is not None}
+    missing = sorted(wanted - set(kept))
+    try:
+        reader = ocr_engine("reference") if "text" in settings.RERANK_EVIDENCE else None
+    except OcrUnavailable as exc:
+        logger.warning("references are not read (text evidence off): %s", exc)
+        reader = None
+    computed = {}
+    for image in SKUImage.objects.filter(id__in=missing).only("id", "image", "source",
+                                                               "checksum"):
+        primary = image.source == SKUImage.Source.CATALOGUE
+        key = (image.checksum or f"id:{image.id}", primary)
+        evidence = _evidence_cache.get(key)
+        if evidence is None:
+            try:
+                with image.image.open("rb") as handle:
+                    picture = load_rgb(handle.read())
+            except (OSError, ValueError) as exc:
+                logger.error("reference image %s has no evidence: %s", image.id, exc)
+                continue
+            evidence = reference_evidence(picture, primary=primary,
+                                          ocr=reader if primary else None)
+            if image.checksum:
+                _evidence_cache[key] = evidence
+                while len(_evidence_cache) > _EVIDENCE_CACHE_SIZE:
+                    _evidence_cache.popitem(last=False)
+        computed[image.id] = evidence
+    kept.update(computed)
+    ReferenceStore.from_evidence(kept).save(index_path(name))
+    return len(computed)

@@ -131,7 +131,7 @@ def prepare(
     store: ReferenceStore | None = None,
 ) -> Prepared:
     """Embed (unless ``vectors`` are given) and extract the references' evidence (unless a
-    ``store`` is given)."""
+    ``store`` is given; ``ocr`` reads the catalogue images then)."""
     from ml.embed import embed_files
 
     labels = sorted({r.label for r in gallery} | {r.label for r in queries})
@@ -181,6 +181,7 @@ def collect(
     strategy: str = DEFAULT_STRATEGY,
     attribute_embeddings: bool = True,
     query_text: Callable[[int], str] | None = None,
+    soft_attributes: Callable[[int], Mapping[str, str]] | None = None,
     reuse_features: bool = True,
     progress: bool = False,
 ) -> list[Collected]:
@@ -189,6 +190,7 @@ def collect(
     Args:
         allowed: per group, the gallery rows a filter allows (None = all).
         query_text: label -> text the "appraiser" typed (for the multimodal rows).
+        soft_attributes: label -> attributes the "appraiser" gave.
         reuse_features: take query features / OCR words from the caches (benchmarks); False
             computes them inside the stage, as serving does, so ``timings_ms`` are real.
     """
@@ -215,6 +217,7 @@ def collect(
             crops=crops, cosines=cos, reference_ids=ids,
             embeddings=vectors if attribute_embeddings else None,
             query_text=query_text(label) if query_text else "",
+            soft_attributes=soft_attributes(label) if soft_attributes else {},
         )
         features = [prepared.features_of(r) for r in rows] if reuse_features else None
         words = None
@@ -330,6 +333,7 @@ def evaluate_reranked(
     config: RerankConfig | None = None,
     fusion: FusionModel | None = None,
     ocr: Any | None = None,
+    reference_ocr: Any | None = None,
     attributes: AttributePredictor | None = None,
     filter_column: str | None = None,
     breakdown_column: str | None = "department",
@@ -344,7 +348,8 @@ def evaluate_reranked(
     from ml.evaluate import group_queries
 
     started = time.perf_counter()
-    prepared = prepare(gallery, queries, embedder, ocr=ocr, batch_size=batch_size,
+    reference_ocr = reference_ocr if reference_ocr is not None else ocr
+    prepared = prepare(gallery, queries, embedder, ocr=reference_ocr, batch_size=batch_size,
                        progress=progress)
     reranker = Reranker(config, store=prepared.store, fusion=fusion, ocr=ocr,
                         attributes=attributes)

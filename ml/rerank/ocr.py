@@ -119,21 +119,27 @@ def read_all(engine: OcrEngine, images: Sequence[Image.Image]) -> tuple[list[Ocr
     return words, (time.perf_counter() - started) * 1000
 
 
-_default: RapidOcrEngine | None = None
-_default_lock = threading.Lock()
+_engines: dict[str, RapidOcrEngine] = {}
+_engines_lock = threading.Lock()
 
 
-def default_engine() -> RapidOcrEngine:
-    """One shared :class:`RapidOcrEngine` per process (loading it takes ~0.3 s).
+def default_engine(kind: str = "query") -> RapidOcrEngine:
+    """One shared :class:`RapidOcrEngine` per process and kind (loading one takes ~0.3 s):
+    ``"query"`` reads crops at :data:`OCR_SIDE` and :data:`MAX_LINES` lines; ``"reference"``
+    reads catalogue images at index time, larger and more lines (time matters less there).
 
     Raises:
         OcrUnavailable: rapidocr-onnxruntime or its models are missing.
     """
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = RapidOcrEngine()
-        return _default
+    with _engines_lock:
+        if kind not in _engines:
+            if kind == "query":
+                _engines[kind] = RapidOcrEngine()
+            elif kind == "reference":
+                _engines[kind] = RapidOcrEngine(side=REFERENCE_OCR_SIDE, max_lines=2 * MAX_LINES)
+            else:
+                raise ValueError(f"unknown OCR engine kind {kind!r}")
+        return _engines[kind]
 
 
 __all__ = [
