@@ -14,9 +14,10 @@ queries and score the other half, or switch a kind of evidence off, without reco
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from ml.datasets import ImageRecord
 from ml.evaluate import RECALL_KS, allowed_per_group, first_hit_rank
-from ml.fuse import DEFAULT_STRATEGY, rank_skus
+from ml.fuse import DEFAULT_STRATEGY
 from ml.images import load_rgb
 from ml.index import VectorIndex
 from ml.rerank import spatial
@@ -33,7 +34,14 @@ from ml.rerank.attributes import AttributePredictor
 from ml.rerank.fusion import FEATURES, FusionModel
 from ml.rerank.stage import RerankConfig, Reranker
 from ml.rerank.store import ReferenceEvidence, ReferenceStore, reference_evidence
-from ml.rerank.types import CandidateEvidence, CatalogueEntry, LocalFeatures, OcrWord, RerankQuery
+from ml.rerank.types import CandidateEvidence, CatalogueEntry, LocalFeatures, OcrWord
+from ml.retrieval import (
+    EvidenceInputs,
+    RerankStep,
+    RetrievalConfig,
+    lookup_from,
+    rank_with_evidence,
+)
 from ml.types import EvalReport, SkuScore
 
 KIND_FEATURES = {
@@ -108,7 +116,7 @@ class Prepared:
     catalogue: dict[int, CatalogueEntry]
     sku_references: dict[int, list[int]]
     query_features: dict[int, LocalFeatures] = field(default_factory=dict)
-    query_words: dict[int, list[OcrWord]] = field(default_factory=dict)
+    query_words: dict[str, list[OcrWord]] = field(default_factory=dict)  # by image hash
 
     def features_of(self, row: int) -> LocalFeatures:
         if row not in self.query_features:
@@ -172,6 +180,22 @@ class Collected:
     ocr_ran: bool
 
 
+class CachedOcr:
+    """An OCR engine that reads each distinct image once (benchmarks run several settings
+    over the same photos)."""
+
+    def __init__(self, engine: Any, cache: dict[str, list[OcrWord]]) -> None:
+        self.engine = engine
+        self.name = getattr(engine, "name", "ocr")
+        self.cache = cache
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        key = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
+        if key not in self.cache:
+            self.cache[key] = self.engine.read(image)
+        return self.cache[key]
+
+
 def collect(
     prepared: Prepared,
     groups: Sequence[Sequence[int]],
@@ -185,7 +209,8 @@ def collect(
     reuse_features: bool = True,
     progress: bool = False,
 ) -> list[Collected]:
-    """Run the stage on every group and keep its evidence in visual order.
+    """Rank every group through the one retrieval path with the stage
+    (:func:`ml.retrieval.rank_with_evidence`) and keep its evidence in visual order.
 
     Args:
         allowed: per group, the gallery rows a filter allows (None = all).
@@ -199,6 +224,21 @@ def collect(
         kind="flat",
     )
     ref_to_sku = dict(enumerate(prepared.gallery_labels.tolist()))
+    if reuse_features and reranker.ocr is not None:
+        reranker = Reranker(reranker.config, store=reranker.store, fusion=reranker.fusion,
+                            ocr=CachedOcr(reranker.ocr, prepared.query_words),
+                            attributes=reranker.attributes if attribute_embeddings else None)
+    elif not attribute_embeddings:
+        reranker = Reranker(reranker.config, store=reranker.store, fusion=reranker.fusion,
+                            ocr=reranker.ocr)
+
+    def catalogue(sku_ids: Sequence[int]) -> tuple[Mapping[int, CatalogueEntry],
+                                                   Mapping[int, Sequence[int]]]:
+        return ({s: prepared.catalogue[s] for s in sku_ids if s in prepared.catalogue},
+                {s: prepared.sku_references.get(s, []) for s in sku_ids})
+
+    step = RerankStep(reranker, catalogue)
+    config = RetrievalConfig(strategy=strategy)
     out = []
     iterator: Any = enumerate(groups)
     if progress:
@@ -208,34 +248,22 @@ def collect(
     for gi, rows in iterator:
         rows = list(rows)
         label = int(prepared.query_labels[rows[0]])
-        allowed_ids = None if allowed is None else allowed[gi]
-        vectors = prepared.query_vectors[rows]
-        cos, ids = index.search(vectors, index.ntotal, allowed_ids=allowed_ids)
-        visual = rank_skus(cos, ids, ref_to_sku, top_k=max(RECALL_KS), strategy=strategy)
-        crops = [prepared.image(r) for r in rows]
-        query = RerankQuery(
-            crops=crops, cosines=cos, reference_ids=ids,
-            embeddings=vectors if attribute_embeddings else None,
+        timings: dict[str, float] = {}
+        inputs = EvidenceInputs(
+            crops=[prepared.image(r) for r in rows],
             query_text=query_text(label) if query_text else "",
             soft_attributes=soft_attributes(label) if soft_attributes else {},
+            query_features=[prepared.features_of(r) for r in rows] if reuse_features else None,
         )
-        features = [prepared.features_of(r) for r in rows] if reuse_features else None
-        words = None
-        if reuse_features and reranker.ocr is not None and reranker.config.text and (
-            reranker.close_call(visual[: reranker.config.top_k])
-        ):
-            words = []
-            for position, r in enumerate(rows):
-                if r not in prepared.query_words:
-                    prepared.query_words[r] = reranker.ocr.read(prepared.image(r))
-                words += [replace(w, query_index=position) for w in prepared.query_words[r]]
-        result = reranker.rerank(
-            query, visual, catalogue=prepared.catalogue, sku_references=prepared.sku_references,
-            ref_to_sku=ref_to_sku, query_features=features, ocr_words=words,
+        (ranked,) = rank_with_evidence(
+            [prepared.query_vectors[rows]], index, lookup_from(ref_to_sku),
+            allowed=[None if allowed is None else allowed[gi]], top_k=max(RECALL_KS),
+            config=config, timings=[timings], rerank=step, inputs=[inputs],
         )
-        by_rank = sorted(result.evidence, key=lambda e: e.visual_rank)
-        out.append(Collected(tuple(rows), label, visual, by_rank, result.timings_ms,
-                             "rerank_text" in result.timings_ms))
+        stage_ms = {k: v for k, v in timings.items() if k.startswith("rerank_")}
+        by_rank = sorted(ranked.evidence, key=lambda e: e.visual_rank)
+        out.append(Collected(tuple(rows), label, ranked.visual[: max(RECALL_KS)], by_rank,
+                             stage_ms, "rerank_text" in stage_ms))
     return out
 
 

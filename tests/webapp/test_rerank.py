@@ -89,11 +89,9 @@ def test_typed_text_is_evidence(appraiser, catalogue, settings):
     photo = demo_photo_upload("DEMO-VEL-MER-01")
     image = load_rgb(photo.read())
     (plain,) = ml_gateway.match_batch([ml_gateway.MatchQuery([image])], top_k=6)
-    typed = ml_gateway.MatchQuery(
-        [image], typed=ml_gateway.RerankInput(query_text="Velluto Mercato striped canvas tote")
-    )
+    typed = ml_gateway.MatchQuery([image], query_text="Velluto Mercato striped canvas tote")
     (with_text,) = ml_gateway.match_batch([typed], top_k=6)
-    evidence = {int(e["sku_id"]): e for e in with_text.evidence}
+    evidence = {int(e["sku_id"]): e for e in with_text.evidence}  # JSON, as stored
     top = with_text.candidates[0].sku_id
     assert SKU.objects.get(pk=top).series.name == "Mercato"
     assert evidence[top]["query_text"]["score"] > 0

@@ -169,7 +169,7 @@ def _match_input(request_id: int) -> _MatchInput:
     plan = filter_plan(request)
     query = ml_gateway.MatchQuery(
         images,
-        allowed_reference_ids=plan.allowed_reference_ids,
+        allowed_ids=plan.allowed_reference_ids,
         corrected_boxes=[
             Box(*photo.box) if photo.box_source == QueryPhoto.BoxSource.CORRECTED else None
             for photo in photos
@@ -177,10 +177,8 @@ def _match_input(request_id: int) -> _MatchInput:
         detection_classes=detection_classes_for(request),
         # Typed text and soft attributes arrive with the issue-12 appraiser inputs
         # (MatchRequest.query_text / soft_attributes); evidence for re-ranking, not filters.
-        typed=ml_gateway.RerankInput(
-            query_text=getattr(request, "query_text", "") or "",
-            soft_attributes=getattr(request, "soft_attributes", None) or {},
-        ),
+        query_text=getattr(request, "query_text", "") or "",
+        soft_attributes=getattr(request, "soft_attributes", None) or {},
     )
     return _MatchInput(request_id, photos, plan, query, load_ms)
 
