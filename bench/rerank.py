@@ -145,7 +145,7 @@ def typed_text_for(prepared: Any) -> Any:
     """Label id -> three words of that product's description (seeded per product)."""
     cache: dict[int, str] = {}
 
-    def text(label: int) -> str:
+    def text(label: int, _rows: Sequence[int] = ()) -> str:
         if label not in cache:
             entry = prepared.catalogue.get(label)
             pool = sorted(set(words(entry.description))) if entry else []
@@ -187,7 +187,10 @@ def main() -> None:
                         help="write the fusion fitted on val half 0 (cold, all kinds) here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--settings", default="cold,filtered,warm,2-photo",
+                        help="comma-separated subset of cold, filtered, warm, 2-photo")
     args = parser.parse_args()
+    chosen = {s.strip() for s in args.settings.split(",")}
     configure_threads(args.threads)
     import cv2
 
@@ -214,16 +217,18 @@ def main() -> None:
         vectors = {"warm": embed_files(embedder, [r.path for r in warm]),
                    "val": embed_files(embedder, [r.path for r in val])}
         np.savez(vec_path, **vectors)
-    stores = {"cold": load_or_build_store(iconic, args.cache / "store-iconic", reference_ocr),
-              "warm": load_or_build_store(warm, args.cache / "store-warm", reference_ocr)}
+    stores = {"cold": load_or_build_store(iconic, args.cache / "store-iconic", reference_ocr)}
+    stores["warm"] = (load_or_build_store(warm, args.cache / "store-warm", reference_ocr)
+                      if "warm" in chosen else stores["cold"])
     n_iconic = len(iconic)
     prepared = {
         "cold": prepare(iconic, val, embedder, ocr=ocr,
                         vectors=(vectors["warm"][:n_iconic], vectors["val"]),
                         store=stores["cold"]),
-        "warm": prepare(warm, val, embedder, ocr=ocr, vectors=(vectors["warm"], vectors["val"]),
-                        store=stores["warm"]),
     }
+    if "warm" in chosen:
+        prepared["warm"] = prepare(warm, val, embedder, ocr=ocr,
+                                   vectors=(vectors["warm"], vectors["val"]), store=stores["warm"])
     # Query features and OCR words are the same in every setting: share the caches.
     feat_path = args.cache / "query-features.pkl"
     if feat_path.exists():
@@ -260,13 +265,14 @@ def main() -> None:
             print(f"  {kind} alone: total p50 {summary['total'][0]:.1f} ms, "
                   f"p95 {summary['total'][1]:.1f} ms")
     else:
-        settings = {
-            "cold": ("cold", group_queries(val), None),
-            "cold, coarse-class filter": ("cold", group_queries(val), "category"),
-            "warm": ("warm", group_queries(val), None),
-            "cold, 2 photos": ("cold", [g for g in group_queries(val, group_size=2)
-                                        if len(g) == 2], None),
+        every = {
+            "cold": ("cold", "cold", group_queries(val), None),
+            "filtered": ("cold, coarse-class filter", "cold", group_queries(val), "category"),
+            "warm": ("warm", "warm", group_queries(val), None),
+            "2-photo": ("cold, 2 photos", "cold",
+                        [g for g in group_queries(val, group_size=2) if len(g) == 2], None),
         }
+        settings = {v[0]: v[1:] for k, v in every.items() if k in chosen}
         for name, (gallery_kind, groups, filter_column) in settings.items():
             p = prepared[gallery_kind]
             reranker = Reranker(config, store=stores[gallery_kind], ocr=ocr,
@@ -277,7 +283,9 @@ def main() -> None:
             t0 = time.perf_counter()
             items = collect(p, groups, reranker, allowed=allowed, query_text=typed_text_for(p),
                             soft_attributes=category_of(p), progress=sys.stderr.isatty())
-            feat_path.write_bytes(pickle.dumps((features, words_cache)))
+            tmp = feat_path.with_name(f".{feat_path.name}.{os.getpid()}")
+            tmp.write_bytes(pickle.dumps((features, words_cache)))
+            os.replace(tmp, feat_path)
             half = halves(val, groups)
 
             def department(item: Collected) -> str:

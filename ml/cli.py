@@ -85,6 +85,7 @@ def _evaluate_reranked(args: argparse.Namespace) -> int:
         breakdown_column=args.breakdown_column,
         group_size=args.group_size,
         strategy=args.strategy,
+        text_column="text" if args.query_text else None,
         batch_size=args.batch_size,
         progress=not args.quiet and sys.stderr.isatty(),
     )
@@ -179,6 +180,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         default="",
         help="evidence kinds to switch off, comma-separated "
         "(spatial,text,attributes,query_text,soft_attributes)",
+    )
+    p.add_argument(
+        "--query-text",
+        action="store_true",
+        help="with --rerank: the query CSV's text column is what the appraiser typed",
     )
     p.add_argument(
         "--breakdown-column",

@@ -24,12 +24,21 @@ from ml.evaluate import query_outcomes
 from ml.images import load_rgb
 from ml.index import VectorIndex
 from ml.rerank.attributes import AttributePredictor
+from ml.rerank.fusion import FusionModel
 from ml.rerank.ocr import OcrEngine, OcrUnavailable
 from ml.rerank.ocr import default_engine as ocr_engine
 from ml.rerank.stage import RerankConfig, Reranker
 from ml.rerank.store import ReferenceEvidence, ReferenceStore, reference_evidence
 from ml.rerank.types import EVIDENCE_KINDS, CatalogueEntry
-from ml.retrieval import Isolator, Query, RerankStep, RetrievalConfig, Retriever
+from ml.retrieval import (
+    EvidenceInputs,
+    Isolator,
+    Query,
+    RerankStep,
+    RetrievalConfig,
+    Retriever,
+    rank_with_evidence,
+)
 from ml.types import Box, Isolation, QueryOutcome, SkuScore
 from ml.yolo import YoloDetector
 
@@ -153,12 +162,21 @@ def gallery_outcomes(
     *,
     allowed: Sequence[np.ndarray | None],
     top_k: int,
+    gallery_image_ids: Sequence[int] | None = None,
+    crops: Sequence[Sequence[Image.Image]] | None = None,
+    model_ref: str | None = None,
 ) -> list[QueryOutcome]:
     """Labelled queries ranked against an in-memory gallery exactly as a match ranks them
-    (same depth rule and fusion): the gate's per-query figures."""
+    (same depth rule and fusion, and, given the gallery's SKUImage ids and each group's crops,
+    the same re-ranking): the gate's per-query figures."""
+    step = inputs = None
+    if settings.RERANK and gallery_image_ids is not None and crops is not None:
+        step = gallery_rerank_step(gallery_image_ids, gallery_labels,
+                                   model_ref or default_model_ref())
+        inputs = [EvidenceInputs(list(c)) for c in crops]
     return query_outcomes(
         gallery_vectors, gallery_labels, query_vectors, query_labels, groups,
-        allowed=allowed, config=retrieval_config(), top_k=top_k,
+        allowed=allowed, config=retrieval_config(), top_k=top_k, rerank=step, inputs=inputs,
     )
 
 
@@ -290,14 +308,21 @@ def rank_live(
 ) -> LiveRankings:
     """Rank each query (1..N photos) exactly as a match does, once per variant of allowed
     reference ids (e.g. "cold": catalogue images only, "warm": everything), embedding once."""
-    index_name, model_ref, retriever = _live_retriever()
+    index_name, model_ref, retriever = _live_retriever(rerank=True)
     vectors: list[np.ndarray] = []
+    crops: list[list[Image.Image]] = []
     for start in range(0, len(queries), batch_size):
         chunk = [Query(photos, detection_classes=classes) for photos in
                  queries[start : start + batch_size]]
-        vectors.extend(retriever.embed_queries(chunk)[0])
+        chunk_vectors, _isolations, chunk_crops = retriever.embed_queries_with_crops(chunk)
+        vectors.extend(chunk_vectors)
+        crops.extend(chunk_crops)
+    inputs = [EvidenceInputs(c) for c in crops] if retriever.rerank_step is not None else None
     rankings = {
-        name: retriever.rank(vectors, allowed=[allowed] * len(vectors), top_k=top_k)
+        name: [r.candidates for r in rank_with_evidence(
+            vectors, retriever.index, retriever.sku_of, allowed=[allowed] * len(vectors),
+            top_k=top_k, config=retriever.config, rerank=retriever.rerank_step, inputs=inputs,
+        )]
         for name, allowed in variants.items()
     }
     return LiveRankings(embedding_version(model_ref), index_name, retriever.index.ntotal,
@@ -350,13 +375,11 @@ def rerank_config() -> RerankConfig:
 
 
 def reranker(index_name: str, model_ref: str) -> Reranker:
-    from webapp.matching.calibration import active_fusion
-
     config = rerank_config()
     return Reranker(
         config,
         store=reference_store(index_name) if config.spatial or config.text else None,
-        fusion=active_fusion(),
+        fusion=_active_fusion(),
         ocr=_ocr_engine() if config.text else None,
         attributes=_attribute_predictor(model_ref) if config.attributes else None,
     )
@@ -410,25 +433,18 @@ _evidence_cache: OrderedDict[tuple[str, bool], ReferenceEvidence] = OrderedDict(
 _EVIDENCE_CACHE_SIZE = 4096
 
 
-def reference_store_publish(name: str, ids: Sequence[int], *, parent: str | None) -> int:
-    """Write the reference evidence of index version `name` (for `ids`) into its directory,
-    reusing the parent version's for the references it already had. Returns the number of
-    references whose evidence was computed now."""
+def _reference_evidence(image_ids: Sequence[int]) -> dict[int, ReferenceEvidence]:
+    """Evidence of reference images, computed (or taken from the per-process cache)."""
     from webapp.catalog.models import SKUImage
 
-    wanted = {int(i) for i in ids}
-    previous = reference_store(parent) if parent else None
-    kept = {i: e for i in wanted if previous is not None
-            and (e := previous.get(i)) is not None}
-    missing = sorted(wanted - set(kept))
     try:
         reader = ocr_engine("reference") if "text" in settings.RERANK_EVIDENCE else None
     except OcrUnavailable as exc:
         logger.warning("references are not read (text evidence off): %s", exc)
         reader = None
     computed = {}
-    for image in SKUImage.objects.filter(id__in=missing).only("id", "image", "source",
-                                                               "checksum"):
+    for image in SKUImage.objects.filter(id__in=list(image_ids)).only("id", "image", "source",
+                                                                     "checksum"):
         primary = image.source == SKUImage.Source.CATALOGUE
         key = (image.checksum or f"id:{image.id}", primary)
         evidence = _evidence_cache.get(key)
@@ -446,6 +462,62 @@ def reference_store_publish(name: str, ids: Sequence[int], *, parent: str | None
                 while len(_evidence_cache) > _EVIDENCE_CACHE_SIZE:
                     _evidence_cache.popitem(last=False)
         computed[image.id] = evidence
+    return computed
+
+
+def reference_store_publish(name: str, ids: Sequence[int], *, parent: str | None) -> int:
+    """Write the reference evidence of index version `name` (for `ids`) into its directory,
+    reusing the parent version's for the references it already had. Returns the number of
+    references whose evidence was computed now."""
+    wanted = {int(i) for i in ids}
+    previous = reference_store(parent) if parent else None
+    kept = {i: e for i in wanted if previous is not None
+            and (e := previous.get(i)) is not None}
+    computed = _reference_evidence(sorted(wanted - set(kept)))
     kept.update(computed)
     ReferenceStore.from_evidence(kept).save(index_path(name))
     return len(computed)
+
+
+def gallery_rerank_step(
+    image_ids: Sequence[int], labels: np.ndarray, model_ref: str
+) -> RerankStep:
+    """The evidence stage over an in-memory gallery whose reference ids are row numbers
+    (the gate's): each row gets its SKUImage's evidence, from the active index's store."""
+    try:
+        index_name = active_index.get()[0]
+    except IndexUnavailable:
+        index_name = ""
+    live = reference_store(index_name) if index_name else None
+    by_row: dict[int, ReferenceEvidence] = {}
+    missing = []
+    for row, image_id in enumerate(image_ids):
+        found = live.get(int(image_id)) if live is not None else None
+        if found is None:
+            missing.append(int(image_id))
+        else:
+            by_row[row] = found
+    fresh = _reference_evidence(missing)
+    row_of = {int(image_id): row for row, image_id in enumerate(image_ids)}
+    by_row.update({row_of[i]: e for i, e in fresh.items()})
+    config = rerank_config()
+    stage = Reranker(
+        config, store=ReferenceStore.from_evidence(by_row), fusion=_active_fusion(),
+        ocr=_ocr_engine() if config.text else None,
+        attributes=_attribute_predictor(model_ref) if config.attributes else None,
+    )
+    rows_of: dict[int, list[int]] = {}
+    for row, sku in enumerate(np.asarray(labels).tolist()):
+        rows_of.setdefault(int(sku), []).append(row)
+
+    def catalogue(sku_ids: Sequence[int]) -> tuple[dict[int, CatalogueEntry],
+                                                   dict[int, list[int]]]:
+        return catalogue_entries(sku_ids), {s: rows_of.get(s, []) for s in sku_ids}
+
+    return RerankStep(stage, catalogue)
+
+
+def _active_fusion() -> FusionModel:
+    from webapp.matching.calibration import active_fusion
+
+    return active_fusion()

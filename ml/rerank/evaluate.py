@@ -204,7 +204,7 @@ def collect(
     allowed: Sequence[np.ndarray | None] | None = None,
     strategy: str = DEFAULT_STRATEGY,
     attribute_embeddings: bool = True,
-    query_text: Callable[[int], str] | None = None,
+    query_text: Callable[[int, Sequence[int]], str] | None = None,
     soft_attributes: Callable[[int], Mapping[str, str]] | None = None,
     reuse_features: bool = True,
     progress: bool = False,
@@ -214,7 +214,7 @@ def collect(
 
     Args:
         allowed: per group, the gallery rows a filter allows (None = all).
-        query_text: label -> text the "appraiser" typed (for the multimodal rows).
+        query_text: (label, query rows) -> text the "appraiser" typed (multimodal rows).
         soft_attributes: label -> attributes the "appraiser" gave.
         reuse_features: take query features / OCR words from the caches (benchmarks); False
             computes them inside the stage, as serving does, so ``timings_ms`` are real.
@@ -251,7 +251,7 @@ def collect(
         timings: dict[str, float] = {}
         inputs = EvidenceInputs(
             crops=[prepared.image(r) for r in rows],
-            query_text=query_text(label) if query_text else "",
+            query_text=query_text(label, rows) if query_text else "",
             soft_attributes=soft_attributes(label) if soft_attributes else {},
             query_features=[prepared.features_of(r) for r in rows] if reuse_features else None,
         )
@@ -367,12 +367,14 @@ def evaluate_reranked(
     breakdown_column: str | None = "department",
     group_size: int | None = None,
     strategy: str = DEFAULT_STRATEGY,
+    text_column: str | None = None,
     batch_size: int = 32,
     progress: bool = False,
 ) -> RerankEvalResult:
     """Visual and re-ranked Recall@K, unfiltered and (with ``filter_column``) filtered, with
     a per-``breakdown_column`` R@1 and the stage's latency per kind (computed as serving
-    computes it: features and OCR inside the stage)."""
+    computes it: features and OCR inside the stage). With ``text_column``, each query's
+    first row's value in that column is what the appraiser typed."""
     from ml.evaluate import group_queries
 
     started = time.perf_counter()
@@ -382,8 +384,12 @@ def evaluate_reranked(
     reranker = Reranker(config, store=prepared.store, fusion=fusion, ocr=ocr,
                         attributes=attributes)
     groups = group_queries(queries, group_size=group_size)
+    typed = None
+    if text_column:
+        def typed(_label: int, rows: Sequence[int]) -> str:
+            return queries[rows[0]].get(text_column) or ""
     items = collect(prepared, groups, reranker, strategy=strategy, reuse_features=False,
-                    progress=progress)
+                    query_text=typed, progress=progress)
     used = reranker.fusion
 
     def breakdown(item: Collected) -> str:
@@ -399,7 +405,7 @@ def evaluate_reranked(
     if filter_column:
         allowed, _missing = allowed_per_group(gallery, queries, groups, filter_column)
         filtered = collect(prepared, groups, reranker, allowed=allowed, strategy=strategy,
-                           progress=progress)
+                           query_text=typed, progress=progress)
         filtered_visual, filtered_reranked = report(filtered, None), report(filtered, used)
     return RerankEvalResult(
         model=getattr(embedder, "name", "unknown"),
