@@ -301,8 +301,11 @@ def main() -> None:
                 "rows": {},
             }
             for row, kinds in ROWS.items():
-                if "attributes" in kinds and attributes is None:
-                    continue
+                if attributes is None:  # a model without heads: that kind is simply off
+                    if kinds == ("attributes",):
+                        continue
+                    kinds = tuple(k for k in kinds if k != "attributes")
+                    row = row.replace("all (spatial, text, attributes)", "all (spatial, text)")
                 result["rows"][row] = two_fold(items, half, (*BASE, *kinds), department)
             out["settings"][name] = result
             print(f"\n{name}: {len(items)} queries, OCR on {100 * result['ocr_share']:.0f}%, "
