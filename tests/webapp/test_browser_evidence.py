@@ -10,7 +10,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_the_first_candidate_shows_why(page, appraiser, catalogue, demo_folder, settings):  # noqa: F811
-    # Read the brand plate on every query, so that the words are on the page too.
+    # Read text on every query (the drawn bags carry none: the OCR path is tested on a real
+    # package photo in tests/ml/test_rerank_text.py).
     settings.RERANK_OCR_MARGIN = 1.0
     ARTIFACTS.mkdir(exist_ok=True)
     _log_in(page, appraiser.username)
@@ -31,9 +32,6 @@ def test_the_first_candidate_shows_why(page, appraiser, catalogue, demo_folder, 
     assert view.locator("image").count() == 2
     summary = why.locator(".evidence-summary").inner_text()
     assert "keypoints agree in position" in summary
-    words = why.locator("mark.word")
-    assert words.count() >= 1 and "MAISON" in words.first.inner_text().upper()
-    assert view.locator("rect.ocr-word").count() >= 1
     bars = why.locator(".contributions dt")
     labels = [bars.nth(i).inner_text() for i in range(bars.count())]
     assert "Visual similarity" in labels and "Matched keypoints" in labels

@@ -2,9 +2,8 @@
 
 Every image is drawn here with Pillow from a seed, so the demo needs no download and its
 licence is the project's own (CC0-1.0). Each SKU is a bag shape, colour, pattern and
-hardware finish, with its brand stamped on a plate (Pillow's built-in font); "appraisal
-photos" are the same bag re-drawn with a cluttered background, another angle, lighting and
-JPEG artefacts, for trying the matcher.
+hardware finish; "appraisal photos" are the same bag re-drawn with a cluttered
+background, another angle, lighting and JPEG artefacts, for trying the matcher.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from webapp.catalog.importing import CatalogueRow, write_catalogue_csv
 
@@ -154,27 +153,7 @@ def draw_bag(sku: DemoSku, *, size: int = CANVAS) -> Image.Image:
                                fill=tuple(int(c * 0.8) for c in colour))
         draw.line([int(135 * s), int(232 * s), int(249 * s), int(232 * s)], fill=metal,
                   width=int(5 * s))
-    _draw_brand_plate(draw, sku, s)
     return image
-
-
-# Where each shape carries its brand plate (canvas pixels at CANVAS size).
-PLATE_CENTRE = {"handbag": (192, 265), "tote": (192, 230), "backpack": (192, 180)}
-
-
-def _draw_brand_plate(draw: ImageDraw.ImageDraw, sku: DemoSku, s: float) -> None:
-    """The brand's name stamped on a hardware-coloured plate: a logo that local features and
-    OCR can find (re-ranking evidence), the same on every colour of a line."""
-    text = sku.brand.split()[0].upper()
-    font = ImageFont.load_default(size=max(8, int(26 * s)))
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-    cx, cy = PLATE_CENTRE[sku.shape]
-    left, top = cx * s - (x1 - x0) / 2, cy * s - (y1 - y0) / 2
-    draw.rounded_rectangle(
-        [left - 8 * s, top + y0 - 6 * s, left + (x1 - x0) + 8 * s, top + y1 + 6 * s],
-        radius=int(5 * s), fill=HARDWARE[sku.hardware],
-    )
-    draw.text((left - x0, top), text, font=font, fill=(30, 30, 30))
 
 
 def _background(rng: random.Random, size: int, cluttered: bool) -> Image.Image:
