@@ -41,6 +41,7 @@ from ml.losses import (
     vae_loss,
 )
 from ml.model import (
+    ATTRIBUTE_HEADS_KEY,
     EmbeddingNet,
     build_model,
     freeze_batchnorm,
@@ -530,7 +531,17 @@ class Trainer:
         train_cfg["attributes"] = self.attr_names
         train_cfg["warm_started_from"] = self.warm_started_from
         config = {"train": train_cfg, "labels": len(self.labels)}
-        save_checkpoint(path, self.model, config, metrics)
+        extra = {}
+        if isinstance(self.heads, AttributeHeads):
+            # Kept for re-ranking (attribute agreement, ml.rerank.attributes).
+            extra[ATTRIBUTE_HEADS_KEY] = {
+                "names": list(self.heads.names),
+                "values": {n: list(self.attr_vocab[n]) for n in self.heads.names},
+                "weights": {n: w.detach().cpu() for n, w in
+                            zip(self.heads.names, self.heads.weights, strict=True)},
+                "scale": float(self.heads.scale),
+            }
+        save_checkpoint(path, self.model, config, metrics, extra=extra)
 
 
 def _hms(seconds: float) -> str:

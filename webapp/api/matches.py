@@ -61,6 +61,14 @@ class CandidateOutput(serializers.Serializer):
     sku = serializers.SerializerMethodField()
     query_photo = serializers.IntegerField(source="query_photo.position")
     reference_image_url = serializers.SerializerMethodField()
+    evidence = serializers.JSONField(
+        help_text="what the re-ranking stage found, empty when it did not run: visual_rank, "
+        "cosine, probability, features and contributions (evidence kind -> its part of the "
+        "score's logit); spatial (reference_id, inliers, colour_inliers, query_points and "
+        "reference_points as [x, y] pixel pairs of the query crop and the reference image, "
+        "query_parts/reference_parts: the key parts' boxes); text (OCR words matched: word, "
+        "matched, source, similarity, box); attributes, query_text, soft_attributes"
+    )
 
     @extend_schema_field(CandidateSkuOutput)
     def get_sku(self, candidate: Candidate) -> dict[str, object]:
@@ -96,6 +104,11 @@ class MatchOutput(serializers.Serializer):
     index_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
     batch_size = serializers.IntegerField(help_text="requests run through the model together")
+    confident = serializers.BooleanField(
+        allow_null=True,
+        help_text="the first candidate is a confident match (its score reaches the calibrated "
+        "threshold); false: no confident match, possibly a new SKU; null: not finished",
+    )
     candidates = CandidateOutput(many=True)
     decision = serializers.SerializerMethodField()
 

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ml.backends import DETECTOR_BACKENDS, EMBED_BACKENDS
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
+from ml.rerank.types import EVIDENCE_KINDS
 from webapp.config.env import env_bool, env_float, env_int, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -208,6 +209,25 @@ if FUSION_STRATEGY not in STRATEGIES:
     raise ImproperlyConfigured(
         f"SKULENS_FUSION must be one of {', '.join(STRATEGIES)}, not {FUSION_STRATEGY!r}"
     )
+# Re-ranking (ml.rerank): the first RERANK_TOP_K candidates checked with local features, text on
+# the item, attribute heads and what the appraiser typed, fused into a calibrated probability.
+RERANK = env_bool("SKULENS_RERANK", True)
+RERANK_TOP_K = env_int("SKULENS_RERANK_TOP_K", 8)
+RERANK_EVIDENCE = tuple(
+    k.strip() for k in env_str(
+        "SKULENS_RERANK_EVIDENCE", "spatial,text,attributes,query_text,soft_attributes"
+    ).split(",") if k.strip()
+)
+_unknown_evidence = set(RERANK_EVIDENCE) - set(EVIDENCE_KINDS)
+if _unknown_evidence:
+    raise ImproperlyConfigured(
+        f"SKULENS_RERANK_EVIDENCE: unknown kinds {sorted(_unknown_evidence)}; "
+        f"choose from {', '.join(EVIDENCE_KINDS)}"
+    )
+# Text is read only when the first two candidates' cosines are closer than this (its cost).
+RERANK_OCR_MARGIN = env_float("SKULENS_RERANK_OCR_MARGIN", 0.04)
+# Decided requests before the fusion is refitted on them (daily, with the thresholds).
+FUSION_MIN_DECISIONS = env_int("SKULENS_FUSION_MIN_DECISIONS", 50)
 # References searched per photo before fusion (ml.retrieval): the same for serving, the gate
 # and the measurements, so a ranking cut at 4 is a prefix of the one cut at 8.
 SEARCH_DEPTH = env_int("SKULENS_SEARCH_DEPTH", 200)

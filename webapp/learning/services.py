@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
@@ -192,6 +193,13 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}
     index.save(ml_gateway.index_path(name), meta=meta)
+    if settings.RERANK and {"spatial", "text"} & set(settings.RERANK_EVIDENCE):
+        # Reference keypoints and words live in the version's directory, versioned with it.
+        computed = ml_gateway.reference_store_publish(
+            name, index.ids().tolist(), parent=parent.name if parent else None
+        )
+        logger.info("reference evidence of %s: %d computed, %d reused", name, computed,
+                    index.ntotal - computed)
     with transaction.atomic():
         IndexVersion.objects.filter(is_active=True).update(is_active=False)
         version = IndexVersion.objects.create(

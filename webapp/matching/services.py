@@ -22,7 +22,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.images import load_rgb
-from ml.types import Box
+from ml.types import Box, SkuScore
 from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, Brand, Category, Series
@@ -242,6 +242,10 @@ def _match_input(request_id: int) -> _MatchInput:
             for photo in photos
         ],
         detection_classes=detection_classes_for(request),
+        # Typed text and soft attributes arrive with the issue-12 appraiser inputs
+        # (MatchRequest.query_text / soft_attributes); evidence for re-ranking, not filters.
+        query_text=getattr(request, "query_text", "") or "",
+        soft_attributes=getattr(request, "soft_attributes", None) or {},
     )
     return _MatchInput(request_id, photos, plan, query, load_ms)
 
@@ -346,6 +350,7 @@ def _result_store_once(
         locked.candidates.all().delete()
         for photo, isolation in zip(item.photos, result.isolations, strict=True):
             _photo_isolation_store(photo, isolation, written)
+        evidence = {int(str(e["sku_id"])): e for e in result.evidence}
         Candidate.objects.bulk_create(
             Candidate(
                 request=locked,
@@ -355,9 +360,11 @@ def _result_store_once(
                 cosine=hit.cosine,
                 query_photo=item.photos[hit.query_index],
                 reference_image_id=hit.reference_id,
+                evidence=evidence.get(hit.sku_id, {}),
             )
             for rank, hit in enumerate(result.candidates, start=1)
         )
+        locked.confident = _is_confident(result.candidates)
         timings = {"load": item.load_ms, **result.timings_ms}
         timings["store"] = (time.perf_counter() - started) * 1000
         locked.status = MatchRequest.Status.DONE
@@ -372,6 +379,14 @@ def _result_store_once(
         locked.finished_at = timezone.now()
         locked.save()
     return True
+
+
+def _is_confident(candidates: Sequence[SkuScore]) -> bool:
+    """The first candidate reaches its category's calibrated threshold (the page's rule)."""
+    if not candidates:
+        return False
+    top = SKU.objects.select_related("series__brand__category").get(pk=candidates[0].sku_id)
+    return candidates[0].score >= confident_threshold(top.category)
 
 
 def detection_classes_for(request: MatchRequest) -> list[str]:

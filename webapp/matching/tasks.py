@@ -68,8 +68,10 @@ def sweep_stuck_work() -> int:
 
 @shared_task(name="matching.recalibrate_thresholds", acks_late=True, ignore_result=True)
 def recalibrate_thresholds() -> int:
-    from webapp.matching.calibration import thresholds_recalibrate
+    """Daily: refit the re-ranking's fusion on decisions, then the thresholds on its scores."""
+    from webapp.matching.calibration import fusion_recalibrate, thresholds_recalibrate
 
+    fusion_recalibrate()
     return len(thresholds_recalibrate())
 
 
