@@ -164,6 +164,17 @@ def index_path(name: str) -> Path:
     return settings.INDEX_DIR / name
 
 
+def _replica_ensure(name: str) -> None:
+    """This machine's copy of index version `name` (and its checkpoint), fetched from the
+    artefact store if missing (webapp.learning.artifacts)."""
+    from webapp.learning.artifacts import ArtifactError, index_local_ensure
+
+    try:
+        index_local_ensure(name=name)
+    except ArtifactError as exc:
+        raise IndexUnavailable(str(exc)) from exc
+
+
 class _ActiveIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -182,6 +193,7 @@ class _ActiveIndex:
             if self._name != version.name or self._index is None:
                 started = time.perf_counter()
                 try:
+                    _replica_ensure(version.name)
                     index, _meta = VectorIndex.load(index_path(version.name))
                 except FileNotFoundError as exc:
                     raise IndexUnavailable(f"Index files for {version.name} are missing") from exc
@@ -199,6 +211,10 @@ class _ActiveIndex:
                 )
             return self._name, self._index, self._model_ref
 
+    def loaded_name(self) -> str | None:
+        """The index version this process holds (None: none loaded yet)."""
+        return self._name
+
     def forget(self) -> None:
         with self._lock:
             self._name, self._index = None, None
@@ -209,12 +225,12 @@ active_index = _ActiveIndex()
 
 def warm_up() -> None:
     """Load the models and index now, so the first task does not pay for it."""
-    embedder()
-    detector()
     try:
-        active_index.get()
+        active_index.get()  # first: it fetches a trained checkpoint the embedder needs
     except IndexUnavailable as exc:
         logger.warning("warm-up: %s", exc)
+    embedder()
+    detector()
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ def test_database_url() -> str:
 class Worker:
     """One `celery worker` process, consuming the gpu queue like production (solo pool)."""
 
-    def __init__(self, name: str, broker_url: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self, name: str, broker_url: str, log_dir: Path, *, queues: str = "gpu", **env: str
+    ) -> None:
         self.log_path = log_dir / f"worker-{name}.log"
         self.environment = {
             **os.environ,
@@ -57,12 +59,13 @@ class Worker:
             **env,
         }
         self.name = name
+        self.queues = queues
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90) -> Worker:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webapp.config", "worker", "-Q", "gpu",
+            [sys.executable, "-m", "celery", "-A", "webapp.config", "worker", "-Q", self.queues,
              "--pool=solo", "--concurrency=1", "--prefetch-multiplier=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-n", f"{self.name}@%h", "--loglevel=INFO"],

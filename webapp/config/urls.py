@@ -6,12 +6,15 @@ from django.views.static import serve
 
 from webapp.accounts import views as account_views
 from webapp.accounts.admin_site import restrict_admin_to_catalogue_admins
+from webapp.ops import views as ops_views
 
 restrict_admin_to_catalogue_admins(admin.site)
 
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("healthz", account_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("match/", include("webapp.matching.urls")),
@@ -25,5 +28,7 @@ urlpatterns = [
 if settings.SERVE_MEDIA:
     # Media are served by Django in the embedded setup; put a web server in front in production.
     urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
+        # Not the index artefacts (webapp.learning.artifacts): they are for workers only.
+        re_path(r"^media/(?P<path>(?!artifacts/).*)$", serve,
+                {"document_root": settings.MEDIA_ROOT}),
     ]
