@@ -1,11 +1,12 @@
 """A compressed index at 10M x 256 on one 2-core, 24 GiB machine (docs/scaling.md).
 
 The next scale after bench/index_scale.py's 1M: IVF with an HNSW coarse quantizer, codes in
-4-bit fast-scan product quantization (``PQ128x4fs``, 64 bytes a vector) and the top ``k * k'``
+4-bit fast-scan product quantization (``PQ256x4fs``, 128 bytes a vector) and the top ``k * k'``
 re-ranked from float16 copies (``Refine(SQfp16)``, 512 bytes a vector). Filters follow
-``ml.index``'s strategy: a filter of at most ``--subset-max`` vectors is scored exactly over the
-allowed vectors (gathered once from the float16 store and cached), a broader one goes through
-the IVF search with an ``IDSelectorBitmap`` and the re-ranking.
+``ml.index``'s strategy: a filter of at most ``--subset-max`` vectors can be scored exactly over
+the allowed vectors (gathered once from the float16 store and cached; both that and the IVF
+path are measured for such filters), a broader one goes through the IVF search with an
+``IDSelectorBitmap`` and the re-ranking.
 
 Data: bench/index_scale.py's hierarchical mixture with ten times the groups below category
 (10 categories, 1,000 brands, 10,000 series, 40,000 centres), so each group has the size it
@@ -112,6 +113,11 @@ def build(args: argparse.Namespace, mix: Mixture, cases: list[Case]) -> tuple[An
     index.train(train)
     train_s = time.perf_counter() - started
     del train
+    # Size the float16 store once: grown by doubling, its last reallocation would hold the old
+    # and the new copy at once (~2x its 4.9 GB at 10M). resize(0) keeps the capacity.
+    refine = faiss.downcast_index(index.refine_index)
+    refine.codes.resize(n * refine.code_size)
+    refine.codes.resize(0)
     print(f"index {spec}: trained on {n_train:,} vectors in {train_s:.0f} s; "
           f"RSS {rss_mib():,.0f} MiB", flush=True)
     started = time.perf_counter()
@@ -169,30 +175,32 @@ class Searcher:
         )
         self._filters: dict[int, tuple[Any, Any]] = {}
 
-    def prepare(self, allowed: np.ndarray) -> tuple[str, Any]:
+    def prepare(self, allowed: np.ndarray) -> None:
+        """Both forms of a filter, built once: the gathered vectors (small filters) and the
+        bitmap selector."""
         key = id(allowed)
         if key not in self._filters:
+            subset = None
             if len(allowed) <= self.subset_max and self.fp16 is not None:
-                self._filters[key] = ("subset", np.ascontiguousarray(
-                    self.fp16[np.sort(allowed)].astype(np.float32)))
-            else:
-                bits = np.zeros(self.ntotal // 8 + 1, np.uint8)
-                np.add.at(bits, allowed >> 3, (1 << (allowed & 7)).astype(np.uint8))
-                self._filters[key] = ("ivf", (_faiss.IDSelectorBitmap(len(bits),
-                                                                      faiss.swig_ptr(bits)), bits))
-        return self._filters[key]
+                subset = np.ascontiguousarray(self.fp16[np.sort(allowed)].astype(np.float32))
+            bits = np.zeros(self.ntotal // 8 + 1, np.uint8)
+            np.add.at(bits, allowed >> 3, (1 << (allowed & 7)).astype(np.uint8))
+            selector = (_faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits)
+            self._filters[key] = (subset, selector)
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int, k_factor: int
     ) -> np.ndarray:
+        """``nprobe == 0``: exact over the allowed vectors; else IVF (+ selector) + re-rank."""
         sel = None
         if allowed is not None:
-            path, prepared = self.prepare(allowed)
-            if path == "subset":
-                _, rows = faiss.knn(queries, prepared, k, metric=faiss.METRIC_INNER_PRODUCT)
+            self.prepare(allowed)
+            subset, (sel, _bits) = self._filters[id(allowed)]
+            if nprobe == 0:
+                assert subset is not None
+                _, rows = faiss.knn(queries, subset, k, metric=faiss.METRIC_INNER_PRODUCT)
                 out: np.ndarray = np.sort(allowed)[rows]
                 return out
-            sel = prepared[0]
         base = _faiss.SearchParametersIVF(nprobe=nprobe)
         if sel is not None:
             base.sel = sel
@@ -222,7 +230,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--nlist", type=int, default=8192)
-    parser.add_argument("--pq", type=int, default=128, help="4-bit sub-quantizers (bytes x 2)")
+    parser.add_argument("--pq", type=int, default=256, help="4-bit sub-quantizers (bytes x 2)")
     parser.add_argument("--refine", default="SQfp16", help="SQfp16 or SQ8")
     parser.add_argument("--niter", type=int, default=10, help="k-means iterations")
     parser.add_argument("--train-per-list", type=int, default=20)
@@ -230,9 +238,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="queries per search call")
     parser.add_argument("--groups", type=int, default=3, help="filter values per level")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--k-factor", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--subset-max", type=int, default=50_000)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--k-factor", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--subset-max", type=int, default=50_000,
+                        help="filters up to this size are also scored exactly")
     parser.add_argument("--target-recall", type=float, default=TARGET_RECALL)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="1M vectors, 1,024 lists")
@@ -295,7 +304,8 @@ def main() -> None:
         level_cases = [c for c in cases if c.level == level]
         sizes = [len(c.allowed[0]) if c.allowed else args.n for c in level_cases]
         exact = level != "none" and max(sizes) <= args.subset_max
-        grid = [(0, 0)] if exact else [(p, f) for p in args.nprobe for f in args.k_factor]
+        grid = [(p, f) for p in args.nprobe for f in args.k_factor]
+        grid = [(0, 0), *grid] if exact else grid  # small filters: both paths, measured
         for nprobe, k_factor in grid:
             seconds, recalls = 0.0, []
             for case in level_cases:
@@ -309,7 +319,8 @@ def main() -> None:
                 recalls.append(recall_at(found, case.top_ids))
             row = {
                 "filter": level, "allowed_mean": float(np.mean(sizes)),
-                "path": "exact subset" if exact else ("ivf" if level == "none" else "ivf+selector"),
+                "path": "exact subset" if nprobe == 0 else (
+                    "ivf" if level == "none" else "ivf+selector"),
                 "nprobe": nprobe, "k_factor": k_factor,
                 "qps": len(level_cases) * args.batch / seconds,
                 "recall_at_10": float(np.mean(recalls)), "recall_worst": float(min(recalls)),

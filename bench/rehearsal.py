@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--enqueue-users", type=int, default=10)
     parser.add_argument("--serving-seconds", type=int, default=60)
     parser.add_argument("--timeout-s", type=int, default=1800, help="per phase")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the database, catalogue and index of an earlier run")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.var = args.out / "var"
@@ -283,18 +285,22 @@ def main() -> None:
     }
     print(f"# rehearsal on {report['machine']}, {report['date']}", flush=True)
 
-    services = sh("bash", "scripts/services.sh")
-    for query in (f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)",
-                  f"CREATE DATABASE {args.database} OWNER skulens"):
-        subprocess.run(["su", "postgres", "-c", f'psql -qc "{query}"'], check=True)
+    sh("bash", "scripts/services.sh")
+    if not args.reuse:
+        for query in (f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)",
+                      f"CREATE DATABASE {args.database} OWNER skulens"):
+            subprocess.run(["su", "postgres", "-c", f'psql -qc "{query}"'], check=True)
     import redis
 
     redis.Redis.from_url(args.redis).flushdb()
-    del services
-    python = str(ROOT / ".venv" / "bin" / "python")
-    sh(python, "manage.py", "migrate", "--no-input", "-v", "0", env=env)
-    sh(python, "manage.py", "load_demo_catalogue", env=env)
-    sh(python, "manage.py", "build_index", env=env)
+    def manage(*command: str) -> str:  # with the project's environment (jemalloc, detector)
+        return sh("bash", "-c", 'source scripts/env.sh && exec python manage.py "$@"', "manage",
+                  *command, env=env)
+
+    if not args.reuse:
+        manage("migrate", "--no-input", "-v", "0")
+        manage("load_demo_catalogue")
+        manage("build_index")
     os.environ.update(env)
     import django
 
@@ -317,7 +323,7 @@ def main() -> None:
             return worker
 
         base = f"http://127.0.0.1:{args.port}"
-        wait_for(lambda: http_ok(f"{base}/healthz"), 300, "gunicorn")
+        wait_for(lambda: http_ok(f"{base}/healthz"), 1200, "gunicorn (after collectstatic)")
         workers = [gpu(1)]
         wait_for(lambda: http_ok(f"{base}/readyz"), 120, "readiness")
         report["phases"] = {}

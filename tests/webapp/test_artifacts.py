@@ -119,3 +119,15 @@ def test_publish_uploads_before_the_version_goes_live(catalogue) -> None:
     manifest = artifacts.index_manifest(catalogue.name)
     assert manifest is not None
     assert manifest["files"]["meta.json"]["size"] > 0
+
+
+@pytest.mark.gpu
+def test_a_worker_searches_the_active_index_on_the_gpu(db, settings) -> None:
+    """With faiss-gpu and a CUDA device the loaded replica lives on the GPU (exact filters
+    through ml.gpu_search); elsewhere this is skipped with the reason."""
+    version = _published(settings)
+    name, index, _ = ml_gateway.active_index.get()
+    assert name == version.name and index.device == "gpu"
+    allowed = np.arange(100, 110, dtype=np.int64)
+    _, found = index.search(index.reconstruct(allowed[:3]), 5, allowed_ids=allowed)
+    assert np.isin(found[found >= 0], allowed).all()

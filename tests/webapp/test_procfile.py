@@ -49,6 +49,7 @@ class Honcho:
     def __init__(self, var_dir: Path, port: int) -> None:
         self.var_dir = var_dir
         self.port = port
+        self.worker_metrics_port = _free_port()
         self.log = var_dir / "honcho.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -67,6 +68,8 @@ class Honcho:
             "SKULENS_DETECTOR_WEIGHTS": "", "SKULENS_SEGMENTATION": "none",
             "SKULENS_TORCH_THREADS": "1",
             "SKULENS_RETRAIN_CHECK_S": "3",  # beat sends the retraining check every 3 s
+            # The first worker up also serves the machine's metrics (as on a GPU host).
+            "SKULENS_WORKER_METRICS_PORT": str(self.worker_metrics_port),
             **env,
         }
         for name in ("CELERY_BROKER_URL", "PORT"):
@@ -120,7 +123,9 @@ def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, 
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
     assert checks["broker"]["transport"] == "filesystem"
-    assert checks["index"]["source"] == "store"  # this "machine" has no index directory yet
+    # This "machine" had no index directory: the gpu worker filled it from the store.
+    assert checks["index"]["source"] in ("local", "store")
+    assert (honcho.var_dir / "index" / catalogue.name / ".verified").is_file()
 
     # An appraiser uploads through the API; the gpu worker matches it.
     session = requests.Session()
@@ -143,7 +148,6 @@ def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, 
     done = MatchRequest.objects.get(pk=match_id)
     assert done.status == "done", done.error
     assert done.index_version == catalogue.name and done.candidates.exists()
-    assert (honcho.var_dir / "index" / catalogue.name).is_dir()  # fetched from the store
 
     # Beat's schedule runs here too: the retraining check reaches the gpu worker.
     _wait_for(lambda: re.search(r"gpu\.1\s+\|.*learning\.check_retraining\[.*\] succeeded",
@@ -162,6 +166,8 @@ def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, 
     assert re.search(rf'^skulens_worker_serving_info\{{index_version="{catalogue.name}".*'
                      r'pid="\d+"\} 1\.0$', metrics, re.M), metrics[:3000]
     assert 'skulens_queue_depth{queue="gpu"}' in metrics
+    from_worker = requests.get(f"http://127.0.0.1:{honcho.worker_metrics_port}/", timeout=10)
+    assert from_worker.ok and 'skulens_match_stage_seconds_count{stage="embed"}' in from_worker.text
 
     # Static files come from whitenoise under gunicorn.
     css = requests.get(honcho.url("/static/css/app.css"), timeout=10)

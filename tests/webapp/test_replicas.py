@@ -122,7 +122,7 @@ def test_two_workers_fill_their_own_index_caches_and_switch_on_promotion(
     stored.unlink()
 
     for worker in (a, b):
-        done = _match_on(worker, url, appraiser, "DEMO-LUN-CLA-01")
+        done = _match_on(worker, url, appraiser, "DEMO-MAI-LUN-01")
         assert done.index_version == second.name, worker.log()[-3000:]
         assert ((tmp_path / f"index-{worker.name}" / second.name) / artifacts.VERIFIED).is_file()
         assert f"fetched index {second.name}" in worker.log()

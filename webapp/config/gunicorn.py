@@ -23,9 +23,8 @@ worker_class = "gthread"
 timeout = int(os.environ.get("SKULENS_WEB_TIMEOUT_S", "120"))
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then: bounds the growth of a long-lived Python process.
-max_requests = 2000
-max_requests_jitter = 200
+# No max_requests recycling: every recycled worker would leave its metrics files behind in
+# the multiprocess folder, and each scrape reads them all.
 wsgi_app = "webapp.config.wsgi:application"
 chdir = str(_root)
 accesslog = "-"

@@ -112,6 +112,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 SERVE_MEDIA = env_bool("SKULENS_SERVE_MEDIA", True)
@@ -232,6 +233,7 @@ METRICS_TOKEN = env_secret("SKULENS_METRICS_TOKEN") or ""
 # A Celery worker also serves its machine's metrics on this port (GPU hosts without a web
 # process); 0 = off.
 WORKER_METRICS_PORT = env_int("SKULENS_WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDR = env_str("SKULENS_WORKER_METRICS_ADDR", "127.0.0.1")
 
 # Celery. The embedded default uses kombu's filesystem transport: no server to run.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -63,7 +63,8 @@ _serving: dict[str, tuple[str, str] | None] = {"labels": None}
 
 
 def _on_match_init(sender: Any, instance: Any, **_: Any) -> None:
-    instance._metrics_status = instance.status
+    # From __dict__: a queryset that deferred `status` must not cost a query per row.
+    instance._metrics_status = instance.__dict__.get("status")
 
 
 def _on_match_saved(sender: Any, instance: Any, **_: Any) -> None:
@@ -93,12 +94,30 @@ def _on_decision_saved(sender: Any, instance: Any, created: bool, **_: Any) -> N
 
 
 def connect_signals() -> None:
+    from celery.signals import worker_ready
+
     from webapp.matching.models import Decision, MatchRequest
 
     post_init.connect(_on_match_init, sender=MatchRequest, dispatch_uid="ops-match-init")
     post_save.connect(_on_match_saved, sender=MatchRequest, dispatch_uid="ops-match-saved")
     post_save.connect(_on_decision_saved, sender=Decision, dispatch_uid="ops-decision-saved")
+    worker_ready.connect(_serve_from_worker, dispatch_uid="ops-worker-metrics")
     metrics_dir_prune()
+
+
+def _serve_from_worker(**_: Any) -> None:
+    """On a machine with no web process, a worker answers the scrapes of its machine."""
+    port = settings.WORKER_METRICS_PORT
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=settings.WORKER_METRICS_ADDR, registry=registry())
+    except OSError as exc:  # another worker of this machine serves them already
+        logger.info("worker metrics not served on port %s: %s", port, exc)
+        return
+    logger.info("serving this machine's metrics on port %s", port)
 
 
 def metrics_dir_prune() -> None:

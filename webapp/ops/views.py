@@ -6,7 +6,6 @@ import hmac
 import time
 
 from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -36,6 +35,4 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if not hmac.compare_digest(given.encode(), token.encode()):
             return HttpResponse("metrics need the bearer token\n", status=401,
                                 content_type="text/plain")
-    body = metrics.exposition()
-    connection.close_if_unusable_or_obsolete()
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
