@@ -131,3 +131,12 @@ def test_a_worker_searches_the_active_index_on_the_gpu(db, settings) -> None:
     allowed = np.arange(100, 110, dtype=np.int64)
     _, found = index.search(index.reconstruct(allowed[:3]), 5, allowed_ids=allowed)
     assert np.isin(found[found >= 0], allowed).all()
+
+
+def test_retention_removes_a_pruned_version_from_the_store_too(db, settings, memory_store):
+    version = _published(settings, name="idx-old")
+    assert artifacts.index_manifest(version.name) is not None
+    artifacts.index_artifact_delete(name=version.name)
+    assert artifacts.index_manifest(version.name) is None
+    assert not memory_store.exists(f"artifacts/index/{version.name}/index.faiss")
+    artifacts.index_artifact_delete(name=version.name)  # twice: nothing left to do

@@ -216,3 +216,26 @@ def _download_checkpoint(storage: Storage, model: dict[str, Any], target: Path) 
     finally:
         tmp.unlink(missing_ok=True)
     logger.info("fetched checkpoint %s from the artefact store", target)
+
+
+
+def index_artifact_delete(*, name: str) -> None:
+    """Remove version ``name`` from the store (retention). Missing files are fine."""
+    storage = artifact_storage()
+    manifest = index_manifest(name)
+    keys = [_index_key(name, MANIFEST)]  # first: the version stops being downloadable
+    keys += [_index_key(name, f) for f in (manifest or {}).get("files", {})]
+    for key in keys:
+        if storage.exists(key):
+            storage.delete(key)
+
+
+def checkpoint_artifact_delete(*, model_ref: str) -> None:
+    """Remove a trained model's checkpoint from the store (retention)."""
+    checkpoint = _checkpoint_path(model_ref)
+    if checkpoint is None:
+        return
+    storage = artifact_storage()
+    for key in (_model_key(checkpoint), _model_key(checkpoint) + ".sha256"):
+        if storage.exists(key):
+            storage.delete(key)
