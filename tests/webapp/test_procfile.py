@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from kombu import Connection
 
 from tests.webapp.conftest import PASSWORD, demo_photo_upload
-from tests.webapp.workers import ROOT, test_database_url
+from tests.webapp.workers import ROOT
+from tests.webapp.workers import test_database_url as database_url
 from webapp.matching.models import MatchRequest
 from webapp.matching.tasks import recalibrate_thresholds
 
@@ -60,7 +62,7 @@ class Honcho:
             "SKULENS_RUN_SKIP_SETUP": "1",  # the test prepared the database itself
             "SKULENS_VAR_DIR": str(self.var_dir),
             "SKULENS_PORT": str(self.port),
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url(),
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),  # the shared media and artefact store
             "SKULENS_INDEX_DIR": str(self.var_dir / "index"),  # filled from the store
             "PROMETHEUS_MULTIPROC_DIR": str(self.var_dir / "metrics"),
@@ -113,6 +115,10 @@ def _filesystem_broker(var_dir: Path) -> Connection:
 
 
 def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, appraiser):
+    # The suite hashes with MD5 for speed; the server knows only the production hashers.
+    hasher = PBKDF2PasswordHasher()
+    appraiser.password = hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
+    appraiser.save()
     honcho.start()
     _wait_for(lambda: requests.get(honcho.url("/healthz"), timeout=5).ok, 180, "web", honcho.log)
     for name in ("web", "gpu", "default", "beat"):
