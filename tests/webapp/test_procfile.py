@@ -23,6 +23,7 @@ from kombu import Connection
 from tests.webapp.conftest import PASSWORD, demo_photo_upload
 from tests.webapp.workers import ROOT
 from tests.webapp.workers import test_database_url as database_url
+from webapp.config.celery import app as celery_app
 from webapp.matching.models import MatchRequest
 from webapp.matching.tasks import recalibrate_thresholds
 
@@ -114,7 +115,9 @@ def _filesystem_broker(var_dir: Path) -> Connection:
     })
 
 
-def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, appraiser):
+def test_make_run_starts_every_procfile_process_under_honcho(
+    honcho, catalogue, appraiser, monkeypatch
+) -> None:
     # The suite hashes with MD5 for speed; the server knows only the production hashers.
     hasher = PBKDF2PasswordHasher()
     appraiser.password = hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
@@ -158,7 +161,8 @@ def test_make_run_starts_every_procfile_process_under_honcho(honcho, catalogue, 
     # Beat's schedule runs here too: the retraining check reaches the gpu worker.
     _wait_for(lambda: re.search(r"gpu\.1\s+\|.*learning\.check_retraining\[.*\] succeeded",
                                 honcho.output()) is not None, 60, "a beat task", honcho.log)
-    # The default worker takes the light jobs.
+    # The default worker takes the light jobs (published, not run here: no eager mode).
+    monkeypatch.setattr(celery_app.conf, "task_always_eager", False)
     with _filesystem_broker(honcho.var_dir) as connection:
         recalibrate_thresholds.apply_async(connection=connection, queue="default")
     _wait_for(lambda: re.search(r"default\.1\s+\|.*recalibrate_thresholds\[.*\] succeeded",
