@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--enqueue-users", type=int, default=10)
     parser.add_argument("--serving-seconds", type=int, default=60)
     parser.add_argument("--timeout-s", type=int, default=1800, help="per phase")
+    parser.add_argument("--serving-only", action="store_true",
+                        help="only the server-time part (3.)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the database, catalogue and index of an earlier run")
     args = parser.parse_args()
@@ -333,7 +335,7 @@ def main() -> None:
         wait_for(lambda: http_ok(f"{base}/readyz"), 120, "readiness")
         report["phases"] = {}
         stamp = datetime.now(UTC).strftime("%H%M%S")  # this run's uploads, whatever ran before
-        for tag, count in ((f"one{stamp}", 1), (f"two{stamp}", 2)):
+        for tag, count in () if args.serving_only else ((f"one{stamp}", 1), (f"two{stamp}", 2)):
             while len(workers) < count:
                 workers.append(gpu(len(workers) + 1))
             offsets = {w.name: len(w.text()) for w in workers}
@@ -353,15 +355,16 @@ def main() -> None:
             check = phase_check(tag, workers, offsets, args.uploads)
             report["phases"][tag] = {"workers": count, "locust": load, "check": check}
             print(json.dumps(report["phases"][tag], indent=1, default=str), flush=True)
-        one, two = (p["check"]["photos_per_s"] for p in report["phases"].values())
-        report["throughput_ratio_two_over_one"] = two / one if one else None
+        if report["phases"]:
+            one, two = (p["check"]["photos_per_s"] for p in report["phases"].values())
+            report["throughput_ratio_two_over_one"] = two / one if one else None
 
         # Server time with the workers idle: the pages, then enqueue with no worker consuming.
         from webapp.matching.models import Decision
         from webapp.matching.services import decision_record
 
-        done = list(MatchRequest.objects.filter(status="done").select_related("created_by")
-                    .order_by("pk")[: max(args.page_users, 60)])
+        done = list(MatchRequest.objects.filter(status="done", decision__isnull=True)
+                    .select_related("created_by").order_by("pk")[: max(args.page_users, 60)])
         for request in done[:60:2]:  # a QA queue with work in it
             decision_record(request=request, user=request.created_by,
                             outcome=Decision.Outcome.REJECT)
@@ -402,8 +405,8 @@ def main() -> None:
             process.stop()
     report["load_avg_end"] = os.getloadavg()[0]
     (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps({k: report[k] for k in ("throughput_ratio_two_over_one", "pages",
-                                               "enqueue")}, indent=1, default=str))
+    print(json.dumps({k: report.get(k) for k in ("throughput_ratio_two_over_one", "pages",
+                                                   "enqueue")}, indent=1, default=str))
 
 
 if __name__ == "__main__":
