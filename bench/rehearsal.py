@@ -334,6 +334,8 @@ def main() -> None:
         workers = [gpu(1)]
         wait_for(lambda: http_ok(f"{base}/readyz"), 120, "readiness")
         report["phases"] = {}
+        from webapp.matching.models import MatchRequest, QueryPhoto
+
         stamp = datetime.now(UTC).strftime("%H%M%S")  # this run's uploads, whatever ran before
         for tag, count in () if args.serving_only else ((f"one{stamp}", 1), (f"two{stamp}", 2)):
             while len(workers) < count:
@@ -343,8 +345,6 @@ def main() -> None:
                   f"{args.reviewers} reviewers", flush=True)
             load = locust(args, env, "rehearsal", tag, args.uploads + args.reviewers,
                           f"{args.timeout_s}s")
-            from webapp.matching.models import MatchRequest, QueryPhoto
-
             def drained(t: str = tag) -> bool:
                 ids = QueryPhoto.objects.filter(original_name__startswith=f"{t}-").values(
                     "request_id")
