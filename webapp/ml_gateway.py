@@ -202,11 +202,23 @@ def index_path(name: str) -> Path:
     return settings.INDEX_DIR / name
 
 
+def _replica_ensure(name: str) -> None:
+    """This machine's copy of index version `name` (and its checkpoint), fetched from the
+    artefact store if missing (webapp.learning.artifacts)."""
+    from webapp.learning.artifacts import ArtifactError, index_local_ensure
+
+    try:
+        index_local_ensure(name=name)
+    except ArtifactError as exc:
+        raise IndexUnavailable(str(exc)) from exc
+
+
 def _load_checked(version: object) -> VectorIndex:
     """The version's index; IndexUnavailable when its files are missing, corrupt or hold
     another number of vectors than the database recorded."""
     name, expected = version.name, version.vector_count  # type: ignore[attr-defined]
     try:
+        _replica_ensure(name)  # another machine published it: fetch it from the store
         index, _meta = VectorIndex.load(index_path(name))
     except (FileNotFoundError, IndexCorruptError) as exc:
         raise IndexUnavailable(f"Index files for {name} are missing or corrupt: {exc}") from exc
@@ -273,6 +285,10 @@ class _ActiveIndex:
             assert self._name is not None
             return self._name, self._index, self._model_ref
 
+    def loaded_name(self) -> str | None:
+        """The index version this process holds (None: none loaded yet)."""
+        return self._name
+
     def forget(self) -> None:
         with self._lock:
             self._active, self._name, self._index = None, None, None
@@ -283,12 +299,12 @@ active_index = _ActiveIndex()
 
 def warm_up() -> None:
     """Load the models and index now, so the first task does not pay for it."""
-    embedder()
-    detector()
     try:
-        active_index.get()
+        active_index.get()  # first: it fetches a trained checkpoint the embedder needs
     except IndexUnavailable as exc:
         logger.warning("warm-up: %s", exc)
+    embedder()
+    detector()
 
 
 MatchQuery = Query  # one request's photos and constraints, as the model sees them

@@ -63,6 +63,7 @@ class Worker:
         self.queues = queues
         self.extra_args = extra_args
         self.name = name
+        self.queues = queues
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 240) -> Worker:

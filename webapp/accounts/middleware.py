@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
-_PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz")
+_PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz", "/readyz", "/metrics")
 
 
 def _has_token(request: HttpRequest) -> bool:

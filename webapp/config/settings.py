@@ -81,10 +81,13 @@ INSTALLED_APPS = [
     "webapp.learning",
     "webapp.api",
     "webapp.audit",
+    "webapp.ops",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself, compressed and cached (README, "Production").
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "webapp.matching.middleware.UploadLimitMiddleware",
@@ -169,6 +172,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Media go through an authorised view (webapp.matching.media). "django" streams the file;
@@ -180,6 +184,28 @@ if MEDIA_SERVER not in ("django", "x-accel-redirect", "x-sendfile"):
         "SKULENS_MEDIA_SERVER must be django, x-accel-redirect or x-sendfile"
     )
 MEDIA_ACCEL_PREFIX = env_str("SKULENS_MEDIA_ACCEL_PREFIX", "/protected-media/")
+# Media (photos, reference images) and the index artefact store (webapp.learning.artifacts) go
+# through this storage: a local folder by default; an S3-compatible bucket with e.g.
+# {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "..."}}.
+try:
+    MEDIA_STORAGE: dict[str, object] = json.loads(env_str("SKULENS_MEDIA_STORAGE", "{}"))
+except json.JSONDecodeError as _exc:
+    raise ImproperlyConfigured(f"SKULENS_MEDIA_STORAGE must be a JSON object: {_exc}") from _exc
+if not isinstance(MEDIA_STORAGE, dict):
+    raise ImproperlyConfigured("SKULENS_MEDIA_STORAGE must be a JSON object")
+# Hashed static names (far-future caching) need `collectstatic` first: `make serve` runs it.
+STATIC_MANIFEST = env_bool("SKULENS_STATIC_MANIFEST", not DEBUG)
+STORAGES = {
+    "default": {
+        "BACKEND": MEDIA_STORAGE.get("BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": MEDIA_STORAGE.get("OPTIONS", {}),
+    },
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
 
 # Uploads: validated by content in webapp.matching.validation.
 MATCH_MAX_PHOTOS = env_int("SKULENS_MAX_PHOTOS", 8)
@@ -313,6 +339,20 @@ if OVERLAP_PHOTOS < 0:
     raise ImproperlyConfigured("SKULENS_OVERLAP_PHOTOS must be >= 0")
 # Fault injection for the worker-kill test: seconds to sleep between claiming and storing.
 MATCH_TEST_DELAY_S = env_float("SKULENS_MATCH_TEST_DELAY_S", 0.0)
+
+# Operations (webapp.ops): /healthz, /readyz and /metrics. Prometheus metrics are written by
+# every process (gunicorn workers, Celery workers) into one folder per machine and summed on
+# scrape (prometheus-client's multiprocess mode); the variable must be set before the client
+# is imported, which settings are.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Bearer token for /metrics; empty: open (keep it behind the proxy).
+METRICS_TOKEN = env_secret("SKULENS_METRICS_TOKEN") or ""
+# A Celery worker also serves its machine's metrics on this port (GPU hosts without a web
+# process); 0 = off.
+WORKER_METRICS_PORT = env_int("SKULENS_WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDR = env_str("SKULENS_WORKER_METRICS_ADDR", "127.0.0.1")
 
 # Celery. The embedded default uses kombu's filesystem transport: no server to run.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from webapp.accounts import views as account_views
 from webapp.accounts.admin_site import restrict_admin_to_catalogue_admins
 from webapp.matching.media import media
+from webapp.ops import views as ops_views
 
 restrict_admin_to_catalogue_admins(admin.site)
 
@@ -17,6 +18,8 @@ handler500 = "webapp.errors.server_error"
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("healthz", account_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("match/", include("webapp.matching.urls")),
