@@ -139,7 +139,7 @@ def test_frozen_bn_statistics_do_not_move(tiny_csv: Path, tmp_path: Path) -> Non
 
 
 def test_freeze_early_blocks_stops_gradients(tiny_csv: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1, freeze_blocks=0))
     n = freeze_early_blocks(trainer.model, 3)
     net = trainer.model.backbone.net
     assert n > 0
@@ -340,3 +340,20 @@ def test_a_time_budget_shortens_the_schedule_so_the_cosine_still_ends(
     full = Trainer(_config(tiny_csv, tmp_path / "full", epochs=10, batches_per_epoch=1,
                            select="last"))
     assert len([row for row in full.fit(on_step=tick) if row["epoch"] > 0]) == 10
+
+
+def test_the_command_line_defaults_are_the_measured_recipe() -> None:
+    import argparse
+
+    from ml.train_config import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--data", "d.csv", "--out", "o"]))
+    assert (cfg.image_size, cfg.cached_views, cfg.freeze_blocks) == (None, 0, 4)
+    assert (cfg.holdout, cfg.select, cfg.epochs) == (0.0, "last", 24)
+    base = ["--data", "d", "--out", "o"]
+    cached = config_from_args(parser.parse_args([*base, "--cached-views", "4"]))
+    assert cached.freeze_blocks == 11
+    chosen = config_from_args(parser.parse_args([*base, "--freeze-blocks", "0"]))
+    assert chosen.freeze_blocks == 0
