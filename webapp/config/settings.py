@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "webapp.matching",
     "webapp.review",
     "webapp.learning",
+    "webapp.history",
     "webapp.api",
     "webapp.audit",
 ]

@@ -38,6 +38,15 @@ class MatchRequest(models.Model):
     # Requests the worker ran through the model together with this one (itself included).
     batch_size = models.PositiveSmallIntegerField(default=1)
 
+    class Source(models.TextChoices):
+        APPRAISAL = "appraisal", "Appraisal"
+        HISTORY = "history", "Imported history"
+
+    # "history": a past listing imported as confirmed labelled data (webapp.history): done,
+    # decided, no candidates; not live work, so kept out of the appraiser's pages and the
+    # statistics of live decisions.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.APPRAISAL)
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"])]
