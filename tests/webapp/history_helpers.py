@@ -24,10 +24,11 @@ def photo(index: int, size: tuple[int, int] = (96, 72)) -> bytes:
     return jpeg_bytes(image, quality=90)
 
 
-def bundle(lines: list[str], files: dict[str, bytes], csv_name: str = "history.csv") -> bytes:
+def bundle(lines: list[str], files: dict[str, bytes], csv_name: str = "history.csv",
+           header: str = HEADER) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(csv_name, "\n".join([HEADER, *lines]) + "\n")
+        archive.writestr(csv_name, "\n".join([header, *lines]) + "\n")
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()

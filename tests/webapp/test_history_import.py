@@ -78,10 +78,10 @@ def test_every_kind_of_bad_row_is_rejected_with_its_reason(skus, settings) -> No
     huge_file = photo(9) + b"\0" * 30_000
     good = photo(10)
     lines = [
-        f",p/1.jpg,,",                       # 2 empty sku_code
+        ",p/1.jpg,,",                       # 2 empty sku_code
         f"{a},,",                           # 3 empty photo
         f"{a},../../etc/passwd,,",           # 4 outside the bundle
-        f"NOPE-1,p/1.jpg,,",                 # 5 unknown SKU
+        "NOPE-1,p/1.jpg,,",                 # 5 unknown SKU
         f"{c},p/2.jpg,,",                    # 6 inactive (merged) SKU
         f"{a},p/missing.jpg,,",              # 7 not in the bundle
         f"{a},p/text.jpg,,",                 # 8 not an image
@@ -401,3 +401,15 @@ def test_grocery_import_against_the_grocery_catalogue(db, settings) -> None:
 def test_grocery_command_says_when_the_folder_is_not_the_dataset(db, tmp_path) -> None:
     with pytest.raises(CommandError, match="train.txt not found"):
         call_command("import_history", "--grocery", str(tmp_path))
+
+
+def test_a_photo_damaged_in_the_zip_is_a_rejected_row(skus, settings) -> None:
+    a = skus[0]
+    good, broken = photo(1), photo(2)
+    data = bundle([f"{a},p/1.jpg,,", f"{a},p/2.jpg,,"], {"p/1.jpg": good, "p/2.jpg": broken})
+    middle = broken[len(broken) // 2: len(broken) // 2 + 8]
+    damaged = data.replace(middle, bytes(b ^ 0xFF for b in middle))  # stored: the CRC fails
+    plan, record = _run(damaged)
+    assert record.status == HistoryImport.Status.REFUSED
+    assert "photo p/2.jpg: damaged in the zip" in _reasons(plan)[3]
+    assert nothing_imported(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from webapp.catalog.validation import ReferenceImageError
 
 CSV_NAME = "catalogue.csv"
 MAX_CSV_BYTES = 50 * 1024 * 1024
+# What reading a member of a corrupt zip raises (bad headers, CRC, truncated deflate streams).
+DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError)
 
 
 class ImageSource(Protocol):
@@ -74,8 +77,11 @@ class ZipSource:
         limit = settings.UPLOAD_MAX_BYTES
         if info.file_size > limit:
             raise _too_large(relative)
-        with self.archive.open(info) as handle:
-            data = handle.read(limit + 1)  # the header's size may lie
+        try:
+            with self.archive.open(info) as handle:
+                data = handle.read(limit + 1)  # the header's size may lie
+        except DAMAGED_ZIP as exc:
+            raise ReferenceImageError([f"{relative}: damaged in the zip ({exc})"]) from exc
         if len(data) > limit:
             raise _too_large(relative)
         return data
@@ -115,8 +121,12 @@ def open_zip_csv(handle: BinaryIO, *, preferred: str = CSV_NAME) -> tuple[str, s
     info = archive.getinfo(csv_name)
     if info.file_size > MAX_CSV_BYTES:
         raise CatalogueFormatError(f"{csv_name} is larger than {MAX_CSV_BYTES // 2**20} MB")
-    with archive.open(info) as member:
-        text = decode_csv(member.read(MAX_CSV_BYTES + 1), name=csv_name)
+    try:
+        with archive.open(info) as member:
+            data = member.read(MAX_CSV_BYTES + 1)
+    except DAMAGED_ZIP as exc:
+        raise CatalogueFormatError(f"{csv_name} is damaged in the zip ({exc})") from exc
+    text = decode_csv(data, name=csv_name)
     prefix = csv_name.rsplit("/", 1)[0] + "/" if "/" in csv_name else ""
     return text, csv_name, ZipSource(archive, prefix)
 
