@@ -221,6 +221,8 @@ def test_a_full_disk_while_storing_leaves_no_files(skus, settings, monkeypatch) 
         _run(data)
     assert calls["n"] > 5
     assert nothing_imported(settings)
+    record = HistoryImport.objects.get()  # the page says what happened
+    assert record.status == HistoryImport.Status.FAILED and "No space" in record.error
 
 
 def test_applied_items_are_confirmed_matches_with_their_photos(skus, catalogue_admin) -> None:

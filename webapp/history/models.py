@@ -79,6 +79,13 @@ class HistoryImport(models.Model):
                                self.Status.APPLY_QUEUED, self.Status.APPLYING)
 
     @property
+    def phase(self) -> str:
+        """What the page shows; when it changes, the page reloads. Isolation chunks go queued
+        and running in turn, which is one phase to a reader."""
+        working = self.isolation in (self.Isolation.QUEUED, self.Isolation.RUNNING)
+        return f"{self.status}/{'working' if working else self.isolation}"
+
+    @property
     def progress(self) -> float:
         """Percent of the current pass over the rows."""
         if self.status in (self.Status.PLANNED, self.Status.APPLIED):

@@ -316,7 +316,11 @@ def history_import_run(
         status=Status.APPLYING, rows_total=len(rows), attempts=1, started_at=timezone.now(),
         heartbeat_at=timezone.now(),
     )
-    _apply(record, rows, source, actor, echo)
+    try:
+        _apply(record, rows, source, actor, echo)
+    except BaseException as exc:
+        history_import_fail(import_id=record.pk, error=f"{type(exc).__name__}: {exc}")
+        raise
     return HistoryPlan.from_json(record.report), record
 
 

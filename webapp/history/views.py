@@ -76,7 +76,7 @@ def detail(request: HttpRequest, import_id: int) -> TemplateResponse:
 def status(request: HttpRequest, import_id: int) -> HttpResponse:
     """Polled while the import or its isolation runs; a change of phase reloads the page."""
     record = get_object_or_404(HistoryImport, pk=import_id)
-    if request.GET.get("was") not in (None, f"{record.status}/{record.isolation}"):
+    if request.GET.get("was") not in (None, record.phase):
         return go(request, reverse("history:detail", args=[record.pk]))
     return TemplateResponse(request, "history/_status.html", {"record": record})
 
