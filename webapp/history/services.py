@@ -459,7 +459,7 @@ def _isolation_store(photo: QueryPhoto, isolation: ml_gateway.Isolation, folder:
     storage = photo.mask.storage
     if photo.mask:
         storage.delete(photo.mask.name)
-        photo.mask = None
+        photo.mask.name = ""
     if isolation.mask is not None:
         buffer = io.BytesIO()
         Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
