@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.contrib.auth import get_user_model
@@ -38,7 +39,6 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.images import load_rgb
-from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.bundles import ImageSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError
@@ -55,6 +55,9 @@ from webapp.history.planning import (
     plan_rows,
 )
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
+
+if TYPE_CHECKING:
+    from webapp.ml_gateway import Isolation
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +453,7 @@ def _claim_isolation(import_id: int, *, takeover: bool) -> bool:
              isolation_error=""))
 
 
-def _isolation_store(photo: QueryPhoto, isolation: ml_gateway.Isolation, folder: str) -> None:
+def _isolation_store(photo: QueryPhoto, isolation: Isolation, folder: str) -> None:
     box = isolation.box
     photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
     photo.box_source = isolation.source
@@ -480,6 +483,8 @@ def history_isolation_run(
     The task does one chunk per message and queues the next, so matches waiting on the same
     gpu worker go in between. Photos never isolated train on the full frame
     (`review.crops.query_photo_crop`)."""
+    from webapp import ml_gateway  # the models: only this step needs torch, not the import
+
     if not _claim_isolation(import_id, takeover=takeover):
         return False
     mine = QueryPhoto.objects.filter(history__history_import_id=import_id)
