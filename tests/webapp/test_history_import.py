@@ -358,7 +358,8 @@ def test_command_imports_a_zip_and_refuses_bad_rows(skus, tmp_path, settings) ->
 
 needs_grocery = pytest.mark.skipif(
     not (GROCERY / "train.txt").exists(),
-    reason=f"the Grocery Store Dataset is not at {GROCERY} (see DEVELOPERS.md)",
+    reason=f"the Grocery Store Dataset is not at {GROCERY} (the workspace's shared data, "
+    "never in the repository)",
 )
 
 
