@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -416,3 +416,34 @@ def test_a_photo_damaged_in_the_zip_is_a_rejected_row(skus, settings) -> None:
     assert record.status == HistoryImport.Status.REFUSED
     assert "photo p/2.jpg: damaged in the zip" in _reasons(plan)[3]
     assert nothing_imported(settings)
+
+
+def test_the_sweeper_resends_a_lost_or_orphaned_import_once_it_is_due(
+    skus, settings, catalogue_admin, monkeypatch
+) -> None:
+    from django.utils import timezone
+
+    from webapp import sweeper
+
+    sent: list[tuple[str, tuple]] = []
+    monkeypatch.setattr(sweeper, "enqueue_now",
+                        lambda task, *args: sent.append((task.name, args)) or True)
+    now = timezone.now()
+    fresh = HistoryImport.objects.create(status=HistoryImport.Status.QUEUED)
+    lost = HistoryImport.objects.create(status=HistoryImport.Status.APPLY_QUEUED)
+    orphan = HistoryImport.objects.create(
+        status=HistoryImport.Status.APPLYING, heartbeat_at=now - services.STALE_AFTER * 2)
+    working = HistoryImport.objects.create(status=HistoryImport.Status.PLANNING, heartbeat_at=now)
+    isolating = HistoryImport.objects.create(
+        status=HistoryImport.Status.APPLIED, isolation=HistoryImport.Isolation.RUNNING,
+        isolation_heartbeat_at=now - services.STALE_AFTER * 2)
+    old = now - timedelta(seconds=settings.REQUEUE_AFTER_S + 60)
+    HistoryImport.objects.filter(pk__in=[lost.pk, orphan.pk, working.pk, isolating.pk]).update(
+        created_at=old)
+    report = sweeper.stuck_work_sweep()
+    assert sorted(report.resent["history_import"]) == sorted([lost.pk, orphan.pk])
+    assert report.resent["history_isolation"] == [isolating.pk]
+    assert ("history.run_import", (fresh.pk,)) not in sent
+    assert ("history.run_import", (working.pk,)) not in sent
+    # The task's own claim guards a resend: a finished import is left alone.
+    assert not history_import_execute(import_id=isolating.pk)

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
+from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAnyRole
 from webapp.api.schema import error_responses
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
@@ -25,10 +26,10 @@ READ_ERRORS = error_responses(400, 401, 403, 404, 429)
 class FilterInput(serializers.Serializer):
     """Query parameters; unknown ones are ignored, malformed ones are a 400."""
 
-    category = serializers.IntegerField(required=False, min_value=1)
-    brand = serializers.IntegerField(required=False, min_value=1)
-    series = serializers.IntegerField(required=False, min_value=1)
-    q = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    category = IdField(required=False)
+    brand = IdField(required=False)
+    series = IdField(required=False)
+    q = SearchTextField(required=False, allow_blank=True)
     active = serializers.ChoiceField(choices=["true", "false"], required=False)
 
 
@@ -150,7 +151,7 @@ class BrandListApi(ListAPIView):
     permission_classes = [IsAnyRole]
 
     class FilterSerializer(serializers.Serializer):
-        category = serializers.IntegerField(required=False, min_value=1)
+        category = IdField(required=False)
 
     @extend_schema_serializer(component_name="Brand")
     class OutputSerializer(serializers.ModelSerializer):
@@ -183,8 +184,8 @@ class SeriesListApi(ListAPIView):
     permission_classes = [IsAnyRole]
 
     class FilterSerializer(serializers.Serializer):
-        category = serializers.IntegerField(required=False, min_value=1)
-        brand = serializers.IntegerField(required=False, min_value=1)
+        category = IdField(required=False)
+        brand = IdField(required=False)
 
     @extend_schema_serializer(component_name="Series")
     class OutputSerializer(serializers.ModelSerializer):

@@ -11,13 +11,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
+from webapp.api.fields import IdField
 from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Candidate, Decision, MatchRequest
-from webapp.matching.selectors import request_with_candidates
+from webapp.matching.selectors import match_request_for, request_with_candidates
 from webapp.matching.services import (
     DecisionError,
+    DecisionInvalid,
     StorageFullError,
     decision_record,
     match_request_create,
@@ -59,6 +61,14 @@ class CandidateOutput(serializers.Serializer):
     sku = serializers.SerializerMethodField()
     query_photo = serializers.IntegerField(source="query_photo.position")
     reference_image_url = serializers.SerializerMethodField()
+    evidence = serializers.JSONField(
+        help_text="what the re-ranking stage found, empty when it did not run: visual_rank, "
+        "cosine, probability, features and contributions (evidence kind -> its part of the "
+        "score's logit); spatial (reference_id, inliers, colour_inliers, query_points and "
+        "reference_points as [x, y] pixel pairs of the query crop and the reference image, "
+        "query_parts/reference_parts: the key parts' boxes); text (OCR words matched: word, "
+        "matched, source, similarity, box); attributes, query_text, soft_attributes"
+    )
 
     @extend_schema_field(CandidateSkuOutput)
     def get_sku(self, candidate: Candidate) -> dict[str, object]:
@@ -94,6 +104,11 @@ class MatchOutput(serializers.Serializer):
     index_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
     batch_size = serializers.IntegerField(help_text="requests run through the model together")
+    confident = serializers.BooleanField(
+        allow_null=True,
+        help_text="the first candidate is a confident match (its score reaches the calibrated "
+        "threshold); false: no confident match, possibly a new SKU; null: not finished",
+    )
     candidates = CandidateOutput(many=True)
     decision = serializers.SerializerMethodField()
 
@@ -162,7 +177,7 @@ class MatchDetailApi(APIView):
                    operation_id="matches_retrieve")
     def get(self, request: Request, match_id: int) -> Response:
         try:
-            match = request_with_candidates(request_id=match_id)
+            match = request_with_candidates(request_id=match_id, user=request.user)
         except MatchRequest.DoesNotExist as exc:
             raise ApiError("No such match.", code="not_found", http_status=404) from exc
         return Response(MatchOutput(match, context={"request": request}).data)
@@ -175,8 +190,8 @@ class MatchDecisionApi(APIView):
     @extend_schema_serializer(component_name="MatchDecision")
     class InputSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
-        candidate_rank = serializers.IntegerField(required=False, min_value=1)
-        sku_id = serializers.IntegerField(required=False)
+        candidate_rank = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+        sku_id = IdField(required=False)
         note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
     @extend_schema_serializer(component_name="MatchDecisionRecorded")
@@ -187,14 +202,15 @@ class MatchDecisionApi(APIView):
 
     @extend_schema(request=InputSerializer,
                    responses={201: OutputSerializer,
-                              **error_responses(400, 401, 403, 404, 409, 429)},
+                              **error_responses(400, 401, 403, 404, 409, 422, 429)},
                    operation_id="matches_decision_create")
     def post(self, request: Request, match_id: int) -> Response:
+        try:  # first: someone else's match is a 404 whatever the body says
+            match = match_request_for(user=request.user, request_id=match_id, act=True)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        match = MatchRequest.objects.filter(pk=match_id).first()
-        if match is None:
-            raise ApiError("No such match.", code="not_found", http_status=404)
         rank = serializer.validated_data.get("candidate_rank")
         candidates = match.candidates.filter(rank=rank)
         candidate_id = candidates.values_list("id", flat=True).first() if rank else None
@@ -207,6 +223,8 @@ class MatchDecisionApi(APIView):
                 sku_id=serializer.validated_data.get("sku_id"),
                 note=serializer.validated_data.get("note", ""),
             )
+        except DecisionInvalid as exc:
+            raise ApiError(str(exc), code="decision_invalid", http_status=422) from exc
         except DecisionError as exc:
             raise ApiError(str(exc), code="decision_refused", http_status=409) from exc
         return Response(

@@ -2,8 +2,9 @@
 
 Every image is drawn here with Pillow from a seed, so the demo needs no download and its
 licence is the project's own (CC0-1.0). Each SKU is a bag shape, colour, pattern and
-hardware finish; "appraisal photos" are the same bag re-drawn with a cluttered
-background, another angle, lighting and JPEG artefacts, for trying the matcher.
+hardware finish with its brand's initial on a plate; "appraisal photos" are the same bag
+re-drawn with a cluttered background, another angle, lighting and JPEG artefacts, for trying
+the matcher.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from webapp.catalog.importing import CatalogueRow, write_catalogue_csv
 
@@ -154,7 +155,28 @@ def draw_bag(sku: DemoSku, *, size: int = CANVAS) -> Image.Image:
                                fill=tuple(int(c * 0.8) for c in colour))
         draw.line([int(135 * s), int(232 * s), int(249 * s), int(232 * s)], fill=metal,
                   width=int(5 * s))
+    _draw_emblem(draw, sku, s)
     return image
+
+
+# Where each shape carries its brand emblem (canvas pixels at CANVAS size).
+EMBLEM_CENTRE = {"handbag": (192, 265), "tote": (192, 230), "backpack": (192, 180)}
+
+
+def _draw_emblem(draw: ImageDraw.ImageDraw, sku: DemoSku, s: float) -> None:
+    """The brand's initial, large, on a hardware-coloured plate: a logo for local features to
+    find (the quilting, stripes and monogram repeat, so the ratio test rejects their matches).
+    One bold glyph, not a word: fine text lowered the JPEG self-match cosine measurably."""
+    text = sku.brand[0].upper()
+    font = ImageFont.load_default(size=max(8, int(40 * s)))
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    cx, cy = EMBLEM_CENTRE[sku.shape]
+    left, top = cx * s - (x1 - x0) / 2, cy * s - (y1 - y0) / 2
+    draw.rounded_rectangle(
+        [left - 10 * s, top + y0 - 8 * s, left + (x1 - x0) + 10 * s, top + y1 + 8 * s],
+        radius=int(6 * s), fill=HARDWARE[sku.hardware],
+    )
+    draw.text((left - x0, top), text, font=font, fill=(30, 30, 30))
 
 
 def _background(rng: random.Random, size: int, cluttered: bool) -> Image.Image:

@@ -55,6 +55,7 @@ from webapp.history.planning import (
     plan_rows,
 )
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
+from webapp.sweeper import enqueue_on_commit
 
 if TYPE_CHECKING:
     from webapp.ml_gateway import Isolation
@@ -333,13 +334,13 @@ def history_import_run(
 def _enqueue_run(import_id: int) -> None:
     from webapp.history.tasks import run_import
 
-    transaction.on_commit(lambda: run_import.delay(import_id))
+    enqueue_on_commit(run_import, import_id)  # a broker that is down: the sweeper resends
 
 
 def _enqueue_isolation(import_id: int) -> None:
     from webapp.history.tasks import isolate_photos
 
-    transaction.on_commit(lambda: isolate_photos.delay(import_id))
+    enqueue_on_commit(isolate_photos, import_id)
 
 
 def history_import_start(*, actor: Actor, zip_data: bytes, original_name: str) -> HistoryImport:

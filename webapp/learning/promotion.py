@@ -4,7 +4,8 @@ The swap itself is `index_publish(model_ref=..., full_rebuild=True)`: it re-embe
 catalogue with the new model, writes a new index version directory, and then activates the
 index and the model together in one transaction. Until that commit every match runs on the old
 pair; after it, on the new pair (the gateway reloads when the active row changes). Old version
-directories stay on disk, and rollback is a promotion of an earlier model without the gate.
+directories stay on disk (`retention` prunes them), and rollback is a promotion of an earlier
+model without the gate that re-activates its kept index version instead of re-embedding.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class PromotionError(ValueError):
 
 def _enqueue(promotion_id: int) -> None:
     from webapp.learning.tasks import promote_model
+    from webapp.sweeper import enqueue_on_commit
 
-    transaction.on_commit(lambda: promote_model.delay(promotion_id))
+    enqueue_on_commit(promote_model, promotion_id)  # a lost message: the sweeper resends
 
 
 def promotion_kind(model: ModelVersion) -> str:
@@ -95,7 +97,10 @@ def promotion_execute(*, promotion_id: int) -> bool:
             promotion_fail(promotion_id=promotion_id,
                            error="Refused by the gate against the current live model.")
             return True
-    version = index_publish(full_rebuild=True, model_ref=model.model_ref)
+    # A rollback re-activates the model's kept index (only catalogue changes since are
+    # embedded); a new model re-embeds the catalogue.
+    version = index_publish(full_rebuild=True, model_ref=model.model_ref,
+                            reuse_kept=promotion.kind == Promotion.Kind.ROLLBACK)
     with transaction.atomic():
         now = timezone.now()
         Promotion.objects.filter(pk=promotion_id).update(

@@ -4,6 +4,7 @@ from django import forms
 
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Decision
+from webapp.params import MAX_ID
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -20,8 +21,8 @@ class MatchRequestForm(forms.Form):
 
 class DecisionForm(forms.Form):
     outcome = forms.ChoiceField(choices=Decision.Outcome.choices)
-    candidate = forms.IntegerField(required=False)
-    sku = forms.IntegerField(required=False)
+    candidate = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    sku = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     note = forms.CharField(required=False, max_length=2000)
 
 

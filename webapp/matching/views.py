@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -17,7 +17,12 @@ from webapp.catalog.selectors import filter_choices, sku_search
 from webapp.matching.calibration import confident_threshold
 from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
 from webapp.matching.models import MatchRequest, QueryPhoto
-from webapp.matching.selectors import recent_requests, request_with_candidates
+from webapp.matching.selectors import (
+    match_request_for,
+    query_photo_for,
+    recent_requests,
+    request_with_candidates,
+)
 from webapp.matching.services import (
     DecisionError,
     StorageFullError,
@@ -27,14 +32,23 @@ from webapp.matching.services import (
     query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
+from webapp.params import int_param, search_text
 
 
 def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
     try:
-        match = request_with_candidates(request_id=request_id)
+        match = request_with_candidates(request_id=request_id, user=request.user)
     except MatchRequest.DoesNotExist as exc:
         raise Http404("No such match") from exc
     return match
+
+
+def _owned_request(request: HttpRequest, request_id: int) -> MatchRequest:
+    """A request the user may act on (their own), else 404."""
+    try:
+        return match_request_for(user=request.user, request_id=request_id, act=True)
+    except MatchRequest.DoesNotExist as exc:
+        raise Http404("No such match") from exc
 
 
 @role_required(Role.APPRAISER)
@@ -108,7 +122,7 @@ def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def decide(request: HttpRequest, request_id: int) -> HttpResponse:
-    match = get_object_or_404(MatchRequest, pk=request_id)
+    match = _owned_request(request, request_id)
     form = DecisionForm(request.POST)
     if form.is_valid():
         try:
@@ -131,7 +145,7 @@ def decide(request: HttpRequest, request_id: int) -> HttpResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def retry(request: HttpRequest, request_id: int) -> HttpResponse:
-    match_request_retry(request=get_object_or_404(MatchRequest, pk=request_id))
+    match_request_retry(request=_owned_request(request, request_id))
     url = reverse("matching:detail", args=[request_id])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
@@ -139,7 +153,11 @@ def retry(request: HttpRequest, request_id: int) -> HttpResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
-    photo = get_object_or_404(QueryPhoto, request_id=request_id, position=position)
+    try:
+        photo = query_photo_for(user=request.user, request_id=request_id, position=position,
+                                act=True)
+    except QueryPhoto.DoesNotExist as exc:
+        raise Http404("No such photo") from exc
     form = BoxForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The box was incomplete.")
@@ -155,13 +173,13 @@ def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpRes
 @role_required(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
 def sku_lookup(request: HttpRequest) -> TemplateResponse:
-    query = request.GET.get("q", "").strip()
+    query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request,
         "matching/_sku_results.html",
         {
             "skus": sku_search(query=query) if query else [],
             "query": query,
-            "request_id": request.GET.get("request_id"),
+            "request_id": int_param(request.GET, "request_id"),
         },
     )

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('matching', '0005_matchrequest_source'),
+        ('matching', '0007_matchrequest_source'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
