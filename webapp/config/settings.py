@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "webapp.matching",
     "webapp.review",
     "webapp.learning",
+    "webapp.history",
     "webapp.api",
     "webapp.audit",
     "webapp.ops",
