@@ -413,14 +413,17 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
 
-    def _epochs_within_budget(self, epoch: int, planned: int, elapsed_s: float) -> int:
-        """How many epochs fit in ``max_minutes`` at the pace so far (at least one more than
-        done, at most the planned number): a budget shortens the schedule instead of cutting
-        it off at a high learning rate."""
+    def _epochs_within_budget(
+        self, epoch: int, planned: int, elapsed_s: float, last_epoch_s: float
+    ) -> int:
+        """How many epochs fit in ``max_minutes`` at the latest epoch's pace (training and
+        validation), at most ``epochs``: a budget shortens the schedule instead of cutting it
+        off at a high learning rate, and gives epochs back when a busy machine becomes quiet
+        again. A schedule under way keeps at least its next epoch (to reach its floor)."""
         assert self.cfg.max_minutes
-        per_epoch = elapsed_s / epoch  # includes caching and validation: errs on the short side
         left = self.cfg.max_minutes * 60 - elapsed_s
-        return max(epoch + 1, min(planned, epoch + int(left // per_epoch)))
+        fits = epoch + int(left // max(last_epoch_s, 1e-9))
+        return max(min(planned, epoch + 1), min(self.cfg.epochs, fits))
 
     def _replan_schedule(self, total_steps: int) -> None:
         warmup = int(self.cfg.warmup_epochs * len(self.sampler))
@@ -532,10 +535,12 @@ class Trainer:
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
                 log.info("stopping: time budget of %.1f min reached", cfg.max_minutes)
                 break
-            if cfg.max_minutes and epoch < planned_epochs:
-                fitted = self._epochs_within_budget(epoch, planned_epochs, time.perf_counter() - t0)
-                if fitted < planned_epochs:
-                    log.info("time budget of %.1f min: the schedule shrinks from %d to %d epochs "
+            if cfg.max_minutes and epoch < cfg.epochs:
+                now = time.perf_counter()
+                fitted = self._epochs_within_budget(epoch, planned_epochs, now - t0,
+                                                    now - t_epoch)
+                if fitted != planned_epochs:
+                    log.info("time budget of %.1f min: the schedule goes from %d to %d epochs "
                              "(the cosine still ends at its floor)", cfg.max_minutes,
                              planned_epochs, fitted)
                     planned_epochs = fitted

@@ -357,3 +357,25 @@ def test_the_command_line_defaults_are_the_measured_recipe() -> None:
     assert cached.freeze_blocks == 11
     chosen = config_from_args(parser.parse_args([*base, "--freeze-blocks", "0"]))
     assert chosen.freeze_blocks == 0
+
+
+def test_a_budget_gives_epochs_back_when_the_pace_picks_up(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first epoch's steps cost 3 s (a busy machine), later ones 1 s: the schedule first
+    shrinks to 2 epochs of a 30 s budget, then grows to the 5 that fit, ending at the floor."""
+    clock = [0.0]
+    monkeypatch.setattr("ml.train.time.perf_counter", lambda: clock[0])
+
+    def tick(event: dict) -> bool:
+        if event["event"] == "step":
+            clock[0] += 3.0 if event["epoch"] == 1 else 1.0
+        return True
+
+    cfg = _config(tiny_csv, tmp_path, epochs=10, batches_per_epoch=4, max_minutes=0.5,
+                  select="last", min_lr_ratio=0.05)
+    trainer = Trainer(cfg)
+    history = trainer.fit(on_step=tick)
+    assert [row["epoch"] for row in history if row["epoch"] > 0] == [1, 2, 3, 4, 5]
+    factor = trainer.scheduler.get_last_lr()[0] / trainer.scheduler.base_lrs[0]
+    assert factor == pytest.approx(0.05)
