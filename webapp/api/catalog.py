@@ -16,6 +16,7 @@ from webapp.api.errors import ApiError
 from webapp.api.permissions import IsAnyRole
 from webapp.api.schema import error_responses
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+from webapp.catalog.search import MAX_QUERY_CHARS, sku_text_rank
 from webapp.catalog.selectors import sku_browse
 
 # A bad filter is a 400; a page past the end a 404.
@@ -28,7 +29,7 @@ class FilterInput(serializers.Serializer):
     category = serializers.IntegerField(required=False, min_value=1)
     brand = serializers.IntegerField(required=False, min_value=1)
     series = serializers.IntegerField(required=False, min_value=1)
-    q = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    q = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_CHARS)
     active = serializers.ChoiceField(choices=["true", "false"], required=False)
 
 
@@ -106,7 +107,10 @@ class SkuListApi(ListAPIView):
             query=params.get("q", ""), status=status, category_id=params.get("category"),
             brand_id=params.get("brand"), series_id=params.get("series"),
         )
-        return skus_with_images().filter(pk__in=browse.values("pk")).order_by("code")
+        skus = skus_with_images().filter(pk__in=browse.values("pk"))
+        query = params.get("q", "")
+        # A text query lists the best matches first (full-text rank), then by code.
+        return sku_text_rank(skus, query) if query.strip() else skus.order_by("code")
 
 
 class SkuDetailApi(APIView):
