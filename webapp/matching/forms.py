@@ -4,6 +4,7 @@ from django import forms
 
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Decision
+from webapp.matching.selectors import HISTORY_SHOWS
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -11,11 +12,18 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 
 class MatchRequestForm(forms.Form):
-    """Filters only: photos are validated by webapp.matching.validation, by content."""
+    """Filters and the raw words: photos are validated by webapp.matching.validation, by
+    content, and the words by webapp.matching.query_inputs."""
 
     category = forms.ModelChoiceField(Category.objects.all(), required=False)
     brand = forms.ModelChoiceField(Brand.objects.all(), required=False)
     series = forms.ModelChoiceField(Series.objects.all(), required=False)
+    query_text = forms.CharField(required=False, strip=False)
+
+    def soft_attribute_pairs(self) -> list[tuple[str, str]]:
+        """The page's attribute rows (attr_key[i], attr_value[i]), as typed."""
+        keys, values = self.data.getlist("attr_key"), self.data.getlist("attr_value")
+        return list(zip(keys, values, strict=False))
 
 
 class DecisionForm(forms.Form):
@@ -23,6 +31,13 @@ class DecisionForm(forms.Form):
     candidate = forms.IntegerField(required=False)
     sku = forms.IntegerField(required=False)
     note = forms.CharField(required=False, max_length=2000)
+
+
+class HistoryForm(forms.Form):
+    q = forms.CharField(required=False)
+    show = forms.ChoiceField(required=False, choices=[(k, label) for k, (label, _q) in
+                                                      HISTORY_SHOWS.items()])
+    page = forms.IntegerField(required=False, min_value=1)
 
 
 class BoxForm(forms.Form):
