@@ -13,8 +13,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
+from ml.retrieval import DEFAULT_SEARCH_DEPTH
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -30,7 +32,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model=args.model,
         filter_column=args.filter_column,
         group_size=args.group_size,
+        full_groups=args.full_groups,
         strategy=args.strategy,
+        search_depth=args.search_depth,
+        isolator=_isolator(args),
+        detection_classes=[c for c in (args.detector_classes or "").split(",") if c],
         device=args.device,
         batch_size=args.batch_size,
         progress=not args.quiet and sys.stderr.isatty(),
@@ -42,6 +48,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
         print(f"wrote {path}")
     return 0
+
+
+def _isolator(args: argparse.Namespace) -> Any:
+    """The app's subject isolation, when asked for (`--detector`): detect, segment, crop."""
+    if not args.detector:
+        return None
+    from ml.retrieval import Isolator
+    from ml.yolo import YoloDetector
+
+    detector = YoloDetector(args.detector, image_size=args.detector_image_size,
+                            min_confidence=args.detector_min_confidence)
+    return Isolator(detector, segmentation=args.segmentation)
 
 
 def _cmd_grocery_csv(args: argparse.Namespace) -> int:
@@ -99,7 +117,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=None,
         help="fuse N photos of the same label into one query (rows without a group column)",
     )
+    p.add_argument(
+        "--full-groups", action="store_true",
+        help="with --group-size N, only queries of exactly N photos (drop leftover photos)",
+    )
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES)
+    p.add_argument(
+        "--search-depth", type=int, default=DEFAULT_SEARCH_DEPTH,
+        help="references searched per photo before fusion (the app's SKULENS_SEARCH_DEPTH)",
+    )
+    p.add_argument(
+        "--detector", default=None,
+        help="isolate items as the app does: YOLO weights (e.g. yolov8n_int8.tflite)",
+    )
+    p.add_argument("--detector-classes", default="",
+                   help="comma-separated COCO classes that count as the item (default: any)")
+    p.add_argument("--detector-image-size", type=int, default=320)
+    p.add_argument("--detector-min-confidence", type=float, default=0.15)
+    p.add_argument("--segmentation", default="grabcut", choices=("grabcut", "none"))
     p.add_argument("--json", default=None, help="write the metrics as JSON here")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)

@@ -20,9 +20,17 @@ from typing import Any
 import numpy as np
 
 from ml.datasets import ImageRecord, read_image_csv
-from ml.fuse import DEFAULT_STRATEGY, rank_skus
+from ml.fuse import DEFAULT_STRATEGY
 from ml.index import VectorIndex
-from ml.types import EvalReport
+from ml.retrieval import (
+    DEFAULT_CONFIG,
+    DEFAULT_SEARCH_DEPTH,
+    Isolator,
+    RetrievalConfig,
+    lookup_from,
+    rank_vectors,
+)
+from ml.types import EvalReport, QueryOutcome
 
 RECALL_KS = (1, 4, 10)
 
@@ -37,6 +45,8 @@ class EvalResult:
     filter_column: str | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per query group (unfiltered), the labels of the fused ranking, best first.
+    rankings: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "unfiltered": self.unfiltered.to_dict()}
@@ -107,6 +117,57 @@ def group_queries(
     return sorted(out, key=lambda rows: rows[0])
 
 
+def query_outcomes(
+    gallery_vectors: np.ndarray,
+    gallery_labels: np.ndarray,
+    query_vectors: np.ndarray,
+    query_labels: np.ndarray,
+    groups: Sequence[Sequence[int]] | None = None,
+    *,
+    allowed: Sequence[np.ndarray | None] | None = None,
+    config: RetrievalConfig = DEFAULT_CONFIG,
+    top_k: int = max(RECALL_KS),
+) -> list[QueryOutcome]:
+    """Per query group: the ranking serving would show (:func:`ml.retrieval.rank_vectors`, same
+    depth rule and fusion) and AP@R over the exact full reference ranking.
+
+    Args:
+        gallery_vectors: ``[g, dim]`` L2-normalised.
+        gallery_labels: ``[g]`` int labels.
+        query_vectors: ``[n, dim]`` L2-normalised.
+        query_labels: ``[n]`` int labels.
+        groups: query groups (row indices of ``query_vectors``); default one row per query.
+        allowed: per group, the gallery row indices the filter allows (None = all).
+        config: fusion strategy and search depth.
+        top_k: SKUs kept in each ranking.
+    """
+    gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
+    query_labels = np.asarray(query_labels, dtype=np.int64)
+    if groups is None:
+        groups = [[i] for i in range(len(query_vectors))]
+    allowed = list(allowed) if allowed is not None else [None] * len(groups)
+    # Exact search (never an IVF approximation): metrics need the true rankings.
+    index = VectorIndex.build(
+        np.arange(len(gallery_vectors), dtype=np.int64), gallery_vectors, kind="flat"
+    )
+    rankings = rank_vectors(
+        [query_vectors[list(rows)] for rows in groups], index,
+        lookup_from(dict(enumerate(gallery_labels.tolist()))),
+        allowed=allowed, top_k=top_k, config=config,
+    )
+    out = []
+    for rows, allowed_ids, ranking in zip(groups, allowed, rankings, strict=True):
+        label = int(query_labels[rows[0]])
+        available = index.ntotal if allowed_ids is None else len(allowed_ids)
+        cos, ids = index.search(query_vectors[list(rows)], max(1, available),
+                                allowed_ids=allowed_ids)
+        pool = gallery_labels if allowed_ids is None else gallery_labels[allowed_ids]
+        r = int((pool == label).sum())
+        ap = average_precision_at_r(gallery_labels[_reference_ranking(cos, ids)] == label, r)
+        out.append(QueryOutcome(ranking, first_hit_rank([s.sku_id for s in ranking], label), ap))
+    return out
+
+
 def evaluate_embeddings(
     gallery_vectors: np.ndarray,
     gallery_labels: np.ndarray,
@@ -116,48 +177,24 @@ def evaluate_embeddings(
     *,
     allowed: Sequence[np.ndarray | None] | None = None,
     strategy: str = DEFAULT_STRATEGY,
+    search_depth: int = DEFAULT_SEARCH_DEPTH,
 ) -> EvalReport:
-    """Metrics from embeddings.
-
-    Args:
-        gallery_vectors: ``[g, dim]`` L2-normalised.
-        gallery_labels: ``[g]`` int labels.
-        query_vectors: ``[n, dim]`` L2-normalised.
-        query_labels: ``[n]`` int labels.
-        groups: query groups (row indices of ``query_vectors``); default one row per query.
-        allowed: per group, the gallery row indices the filter allows (None = all).
-        strategy: SKU fusion strategy for Recall@K.
-    """
-    gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
-    query_labels = np.asarray(query_labels, dtype=np.int64)
-    if groups is None:
-        groups = [[i] for i in range(len(query_vectors))]
-    # Metrics need the exact full ranking (k = ntotal): never an IVF approximation.
-    index = VectorIndex.build(
-        np.arange(len(gallery_vectors), dtype=np.int64), gallery_vectors, kind="flat"
+    """Recall@1/4/10 and MAP@R from embeddings (see :func:`query_outcomes`)."""
+    outcomes = query_outcomes(
+        gallery_vectors, gallery_labels, query_vectors, query_labels, groups, allowed=allowed,
+        config=RetrievalConfig(strategy=strategy, search_depth=search_depth),
     )
-    ref_to_label = dict(enumerate(gallery_labels.tolist()))
-    hits = np.zeros(len(RECALL_KS))
-    ap_sum = 0.0
-    for gi, rows in enumerate(groups):
-        label = int(query_labels[rows[0]])
-        allowed_ids = None if allowed is None else allowed[gi]
-        cos, ids = index.search(query_vectors[list(rows)], index.ntotal, allowed_ids=allowed_ids)
-        ranking = rank_skus(cos, ids, ref_to_label, top_k=max(RECALL_KS), strategy=strategy)
-        rank = first_hit_rank([s.sku_id for s in ranking], label)
-        if rank is not None:
-            hits += np.array([rank < k for k in RECALL_KS], dtype=np.float64)
-        ref_ranking = _reference_ranking(cos, ids)
-        pool = gallery_labels if allowed_ids is None else gallery_labels[allowed_ids]
-        r = int((pool == label).sum())
-        ap_sum += average_precision_at_r(gallery_labels[ref_ranking] == label, r)
-    n = len(groups)
-    recall = hits / n if n else hits
+    return report_from(outcomes)
+
+
+def report_from(outcomes: Sequence[QueryOutcome]) -> EvalReport:
+    n = len(outcomes)
+    recall = [sum(o.hit(k) for o in outcomes) / n if n else 0.0 for k in RECALL_KS]
     return EvalReport(
         recall_at_1=float(recall[0]),
         recall_at_4=float(recall[1]),
         recall_at_10=float(recall[2]),
-        map_at_r=ap_sum / n if n else 0.0,
+        map_at_r=sum(o.ap_at_r for o in outcomes) / n if n else 0.0,
         n_queries=n,
     )
 
@@ -175,6 +212,32 @@ def _reference_ranking(cos: np.ndarray, ids: np.ndarray) -> np.ndarray:
 # ----- images -> metrics ------------------------------------------------------------------
 
 
+def embed_records(
+    embedder: Any,
+    records: Sequence[ImageRecord],
+    *,
+    isolator: Isolator | None = None,
+    detection_classes: Sequence[str] = (),
+    batch_size: int = 32,
+    progress: bool = False,
+) -> np.ndarray:
+    """``[n, dim]`` embeddings of the records' images; with an ``isolator``, of their item crops
+    (detected among ``detection_classes`` and segmented exactly as the app isolates queries and
+    references)."""
+    from ml.embed import embed_files
+    from ml.images import load_rgb
+
+    paths = [r.path for r in records]
+    if isolator is None:
+        return embed_files(embedder, paths, batch_size=batch_size, progress=progress)
+    out = []
+    for start in range(0, len(paths), batch_size):
+        images = [load_rgb(p) for p in paths[start : start + batch_size]]
+        crops, _ = isolator.isolate(images, classes=detection_classes)
+        out.append(embedder.embed(crops, batch_size=batch_size))
+    return np.concatenate(out) if out else np.zeros((0, embedder.dim), np.float32)
+
+
 def evaluate(
     gallery: Sequence[ImageRecord],
     queries: Sequence[ImageRecord],
@@ -182,57 +245,63 @@ def evaluate(
     *,
     filter_column: str | None = None,
     group_size: int | None = None,
+    full_groups: bool = False,
     strategy: str = DEFAULT_STRATEGY,
+    search_depth: int = DEFAULT_SEARCH_DEPTH,
+    isolator: Isolator | None = None,
+    detection_classes: Sequence[str] = (),
     batch_size: int = 32,
     progress: bool = False,
 ) -> EvalResult:
     """Embed gallery and query images with ``embedder`` (an :class:`ml.embed.Embedder`) and
     compute the metrics, unfiltered and, with ``filter_column``, restricted per query to the
-    gallery rows with the same value in that column."""
-    from ml.embed import embed_files
-
+    gallery rows with the same value in that column. ``isolator`` (optional) isolates every
+    image's item first, as the app does. ``full_groups`` keeps only groups of exactly
+    ``group_size`` photos (a leftover single photo is not an n-photo query)."""
     start = time.perf_counter()
     labels = sorted({r.label for r in gallery} | {r.label for r in queries})
     label_id = {lab: i for i, lab in enumerate(labels)}
     gallery_labels = np.array([label_id[r.label] for r in gallery], dtype=np.int64)
     query_labels = np.array([label_id[r.label] for r in queries], dtype=np.int64)
     groups = group_queries(queries, group_size=group_size)
+    if full_groups and group_size:
+        groups = [g for g in groups if len(g) == group_size]
+    config = RetrievalConfig(strategy=strategy, search_depth=search_depth)
 
-    gallery_vectors = embed_files(
-        embedder, [r.path for r in gallery], batch_size=batch_size, progress=progress
-    )
-    query_vectors = embed_files(
-        embedder, [r.path for r in queries], batch_size=batch_size, progress=progress
-    )
-    unfiltered = evaluate_embeddings(
-        gallery_vectors, gallery_labels, query_vectors, query_labels, groups, strategy=strategy
+    opts: dict[str, Any] = {
+        "isolator": isolator, "detection_classes": detection_classes,
+        "batch_size": batch_size, "progress": progress,
+    }
+    gallery_vectors = embed_records(embedder, gallery, **opts)
+    query_vectors = embed_records(embedder, queries, **opts)
+    outcomes = query_outcomes(
+        gallery_vectors, gallery_labels, query_vectors, query_labels, groups, config=config
     )
     filtered = None
     extra: dict[str, Any] = {
         "n_gallery": len(gallery),
         "n_query_images": len(queries),
         "strategy": strategy,
+        "search_depth": search_depth,
+        "isolation": isolator.name if isolator is not None else "none",
         "group_size": group_size,
+        "full_groups": full_groups,
     }
     if filter_column:
         allowed, n_unfiltered = allowed_per_group(gallery, queries, groups, filter_column)
-        filtered = evaluate_embeddings(
-            gallery_vectors,
-            gallery_labels,
-            query_vectors,
-            query_labels,
-            groups,
-            allowed=allowed,
-            strategy=strategy,
-        )
+        filtered = report_from(query_outcomes(
+            gallery_vectors, gallery_labels, query_vectors, query_labels, groups,
+            allowed=allowed, config=config,
+        ))
         extra["n_queries_without_filter_value"] = n_unfiltered
     return EvalResult(
         model=getattr(embedder, "name", "unknown"),
-        unfiltered=unfiltered,
+        unfiltered=report_from(outcomes),
         filtered=filtered,
         filter_column=filter_column,
         seconds=time.perf_counter() - start,
         extra=extra,
+        rankings=[[labels[s.sku_id] for s in o.ranking] for o in outcomes],
     )
 
 
@@ -268,7 +337,11 @@ def evaluate_csv(
     model: str | None = None,
     filter_column: str | None = None,
     group_size: int | None = None,
+    full_groups: bool = False,
     strategy: str = DEFAULT_STRATEGY,
+    search_depth: int = DEFAULT_SEARCH_DEPTH,
+    isolator: Isolator | None = None,
+    detection_classes: Sequence[str] = (),
     device: str = "auto",
     batch_size: int = 32,
     progress: bool = False,
@@ -285,7 +358,11 @@ def evaluate_csv(
         embedder,
         filter_column=filter_column,
         group_size=group_size,
+        full_groups=full_groups,
         strategy=strategy,
+        search_depth=search_depth,
+        isolator=isolator,
+        detection_classes=detection_classes,
         batch_size=batch_size,
         progress=progress,
     )
@@ -313,6 +390,10 @@ def format_table(result: EvalResult) -> str:
 __all__ = [
     "RECALL_KS",
     "EvalResult",
+    "QueryOutcome",
+    "embed_records",
+    "query_outcomes",
+    "report_from",
     "average_precision_at_r",
     "evaluate",
     "evaluate_csv",

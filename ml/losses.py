@@ -165,6 +165,60 @@ def masked_attribute_loss(logits: list[torch.Tensor], attrs: torch.Tensor) -> to
     return torch.stack(terms).mean()
 
 
+class VaeHead(nn.Module):
+    """Seed 001's third task: a variational autoencoder on the shared embedding.
+
+    The embedding is encoded into a Gaussian latent, a sample is decoded into a small picture,
+    and the loss is the reconstruction error of the (normalised, downsampled) input plus the KL
+    divergence to a unit Gaussian, so the embedding must keep what the picture looks like, not
+    only what separates the labels.
+
+    Args:
+        dim: embedding size.
+        latent: latent size.
+        out_size: side of the reconstructed picture (a power of two, at least 8).
+    """
+
+    def __init__(self, dim: int, *, latent: int = 64, out_size: int = 32) -> None:
+        super().__init__()
+        if out_size < 8 or out_size & (out_size - 1):
+            raise ValueError("out_size must be a power of two >= 8")
+        self.out_size = out_size
+        self.encode = nn.Linear(dim, 2 * latent)
+        self.seed = nn.Linear(latent, 128 * 4 * 4)
+        layers: list[nn.Module] = []
+        channels, side = 128, 4
+        while side < out_size:
+            out = 3 if side * 2 == out_size else max(16, channels // 2)
+            layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
+            if out != 3:
+                layers.append(nn.ReLU(inplace=True))
+            channels, side = out, side * 2
+        self.decode = nn.Sequential(*layers)
+
+    def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[batch, dim]`` -> (reconstruction ``[batch, 3, s, s]``, mu and logvar
+        ``[batch, latent]``)."""
+        mu, logvar = self.encode(embeddings.float()).chunk(2, dim=1)
+        logvar = logvar.clamp(-10.0, 10.0)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        h = self.seed(z).view(-1, 128, 4, 4)
+        return self.decode(h), mu, logvar
+
+
+def vae_loss(
+    head: VaeHead, embeddings: torch.Tensor, images: torch.Tensor, *, beta: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction (mean squared error against ``images [batch, 3, H, W]`` downsampled to the
+    head's size) + ``beta`` x KL per latent dimension; returns (loss, terms)."""
+    recon, mu, logvar = head(embeddings)
+    target = F.interpolate(images.float(), size=(head.out_size, head.out_size), mode="area")
+    reconstruction = F.mse_loss(recon.float(), target.contiguous())
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
+    return reconstruction + beta * kl, {"recon": float(reconstruction.detach()),
+                                        "kl": float(kl.detach())}
+
+
 # ----- the criterion and the registry ---------------------------------------------------------
 
 
@@ -264,8 +318,10 @@ __all__ = [
     "AttributeHeads",
     "LevelTripletLoss",
     "MetricCriterion",
+    "VaeHead",
     "add_known_negatives",
     "attribute_levels",
     "build_criterion",
     "masked_attribute_loss",
+    "vae_loss",
 ]

@@ -456,6 +456,14 @@ def load_checkpoint(
     return model, config
 
 
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The ``config`` dict stored in a checkpoint (backbone, embedding_dim, image_size, ...)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "config" not in payload:
+        raise ValueError(f"{path}: not an SKU Lens checkpoint (expected state_dict and config)")
+    return dict(payload["config"])
+
+
 def read_checkpoint_metrics(path: str | Path) -> dict[str, Any]:
     """The ``metrics`` dict stored in a checkpoint."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -35,14 +35,17 @@ from ml.evaluate import evaluate_embeddings
 from ml.losses import (
     AttributeHeads,
     LevelTripletLoss,
+    VaeHead,
     build_criterion,
     masked_attribute_loss,
+    vae_loss,
 )
 from ml.model import (
     EmbeddingNet,
     build_model,
     freeze_batchnorm,
     load_checkpoint,
+    read_checkpoint_config,
     save_checkpoint,
 )
 from ml.sampling import CATALOGUE, PKBatchSampler
@@ -83,6 +86,19 @@ def start_weights_from(model: EmbeddingNet, path: str | Path) -> None:
     if mine != theirs:
         raise ValueError(f"{path}: backbone/dim {theirs} do not match this run's {mine}")
     model.load_state_dict(source.state_dict(), strict=True)
+
+
+def warm_start_mismatch(model: EmbeddingNet, path: str | Path) -> str | None:
+    """Why the checkpoint at `path` cannot seed `model` (None when it can)."""
+    try:
+        theirs = read_checkpoint_config(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return f"unreadable checkpoint ({exc})"
+    for key, mine in (("backbone", model.config.get("backbone")), ("image_size", model.image_size),
+                      ("embedding_dim", model.config.get("embedding_dim"))):
+        if theirs.get(key) != mine:
+            return f"{key} {theirs.get(key)!r} differs from this run's {mine!r}"
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -148,6 +164,16 @@ class Trainer:
         )
         if cfg.init_from:
             start_weights_from(self.model, cfg.init_from)
+        self.warm_started_from: str | None = None
+        if cfg.warm_start and not cfg.init_from:
+            why = warm_start_mismatch(self.model, cfg.warm_start)
+            if why is None:
+                start_weights_from(self.model, cfg.warm_start)
+                self.warm_started_from = str(cfg.warm_start)
+                log.info("warm start from %s", cfg.warm_start)
+            else:
+                log.info("no warm start from %s: %s; starting from %s", cfg.warm_start, why,
+                         "the pretrained backbone")
         if cfg.freeze_bn:
             freeze_batchnorm(self.model)
         self.split: LiteSplit | None = None
@@ -171,6 +197,11 @@ class Trainer:
         if cfg.multitask and self.attr_names:
             cards = {n: max(1, len(self.attr_vocab[n])) for n in self.attr_names}
             self.heads = AttributeHeads(self.model.dim, cards).to(self.device)
+        self.vae: VaeHead | None = None
+        if cfg.vae:
+            if cfg.cached_views > 0:
+                raise ValueError("the VAE head needs end-to-end training (cached_views = 0)")
+            self.vae = VaeHead(self.model.dim, latent=cfg.vae_latent).to(self.device)
 
         self.sampler = PKBatchSampler(
             [it.label for it in self.train_items],
@@ -208,6 +239,8 @@ class Trainer:
             groups.append(
                 {"params": list(self.heads.parameters()), "lr": cfg.lr_head, "name": "attr"}
             )
+        if self.vae is not None:
+            groups.append({"params": list(self.vae.parameters()), "lr": cfg.lr_head, "name": "vae"})
         return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
     # ----- one step -------------------------------------------------------------------------
@@ -248,6 +281,10 @@ class Trainer:
             al = masked_attribute_loss(self.heads(emb), attrs)
             terms["attr"] = float(al.detach())
             loss = loss + self.cfg.attr_weight * al
+        if self.vae is not None:
+            vl, vae_terms = vae_loss(self.vae, emb, x, beta=self.cfg.vae_beta)
+            terms.update({"vae": float(vl.detach()), **vae_terms})
+            loss = loss + self.cfg.vae_weight * vl
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -491,6 +528,7 @@ class Trainer:
     def save(self, path: Path, metrics: dict[str, Any]) -> None:
         train_cfg = asdict(self.cfg)
         train_cfg["attributes"] = self.attr_names
+        train_cfg["warm_started_from"] = self.warm_started_from
         config = {"train": train_cfg, "labels": len(self.labels)}
         save_checkpoint(path, self.model, config, metrics)
 

@@ -24,6 +24,9 @@ class TrainConfig:
     image_size: int | None = None
     pooling: str = "avg"
     init_from: str | None = None  # a checkpoint to start from (same backbone and dim)
+    # A checkpoint to start from when it fits (same backbone, embedding size and input size);
+    # otherwise the pretrained backbone, without error (the app passes the live model).
+    warm_start: str | None = None
     loss: str = "multi_similarity"
     epochs: int = 20
     classes_per_batch: int = 16
@@ -45,6 +48,11 @@ class TrainConfig:
     multitask: bool = False
     attr_weight: float = 0.5
     attributes: list[str] | None = None
+    # Seed 001's third task: a VAE (reconstruction) head on the embedding, end to end only.
+    vae: bool = False
+    vae_weight: float = 0.1
+    vae_latent: int = 64
+    vae_beta: float = 1.0
     augment: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBS))
     crop_min_scale: float = 0.45  # smallest crop area; "wrong crop" cause weight lowers it
     patience: int = 4
@@ -71,6 +79,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
     p.add_argument("--pooling", default=d.pooling, choices=("avg", "gem"))
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument(
+        "--warm-start",
+        help="start from this checkpoint when its backbone, dim and size match, else from "
+        "the pretrained backbone",
+    )
     p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--classes-per-batch", type=int, default=d.classes_per_batch, help="P")
@@ -98,6 +111,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multitask", action="store_true", help="masked attribute heads")
     p.add_argument("--attr-weight", type=float, default=d.attr_weight)
     p.add_argument("--attributes", help="comma-separated attribute columns")
+    p.add_argument("--vae", action="store_true", help="VAE (reconstruction) head, end to end")
+    p.add_argument("--vae-weight", type=float, default=d.vae_weight)
+    p.add_argument("--vae-latent", type=int, default=d.vae_latent)
+    p.add_argument("--vae-beta", type=float, default=d.vae_beta)
     p.add_argument(
         "--augment",
         help="transform=prob,... overriding the defaults; names: " + ", ".join(TRANSFORM_NAMES),
@@ -136,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         image_size=args.image_size,
         pooling=args.pooling,
         init_from=args.init_from,
+        warm_start=args.warm_start,
         loss=args.loss,
         epochs=args.epochs,
         classes_per_batch=args.classes_per_batch,
@@ -155,6 +173,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         multitask=args.multitask,
         attr_weight=args.attr_weight,
         attributes=[a.strip() for a in args.attributes.split(",")] if args.attributes else None,
+        vae=args.vae,
+        vae_weight=args.vae_weight,
+        vae_latent=args.vae_latent,
+        vae_beta=args.vae_beta,
         augment=augment,
         crop_min_scale=crop_min,
         patience=args.patience,

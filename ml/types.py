@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,17 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """Where the item is in one photo, and how that was decided."""
+
+    box: Box
+    source: str  # "detector", "full_frame" or "corrected"
+    label: str = ""
+    confidence: float | None = None
+    mask: np.ndarray | None = None  # [height, width] bool, True on the item
+
+
+@dataclass(frozen=True)
 class SkuScore:
     """One candidate SKU.
 
@@ -42,12 +55,15 @@ class SkuScore:
 
 
 @dataclass(frozen=True)
-class Ranking:
-    """Result of one match request: candidates best first, per-stage timings, one box per photo."""
+class QueryOutcome:
+    """One labelled query's result: the fused SKU ranking, where its label came, and AP@R."""
 
-    candidates: list[SkuScore]
-    timings_ms: dict[str, float]
-    boxes: list[Box | None] = field(default_factory=list)
+    ranking: list[SkuScore]
+    rank: int | None  # 0-based position of the label in ``ranking``; None when absent
+    ap_at_r: float
+
+    def hit(self, k: int) -> bool:
+        return self.rank is not None and self.rank < k
 
 
 @dataclass(frozen=True)

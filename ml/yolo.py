@@ -123,7 +123,3 @@ class YoloDetector:
                 best = Detection(best.box, best.label, best.confidence, outline)
             found.append(best)
         return found
-
-    def detect(self, images: Sequence[Image.Image]) -> list[Box | None]:
-        """The `ml.detect.Detector` protocol: any class."""
-        return [d.box if d else None for d in self.detect_all(images)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -19,24 +19,13 @@ from django.conf import settings
 from PIL import Image
 
 from ml.embed import Embedder, configure_threads, load_embedder
-from ml.fuse import rank_skus
+from ml.evaluate import query_outcomes
 from ml.index import VectorIndex
-from ml.segment import grabcut_mask, isolate
-from ml.types import Box, SkuScore
-from ml.yolo import Detection, YoloDetector
+from ml.retrieval import Isolator, Query, RetrievalConfig, Retriever
+from ml.types import Box, Isolation, QueryOutcome, SkuScore
+from ml.yolo import YoloDetector
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """Where the item is in one photo, and how that was decided."""
-
-    box: Box
-    source: str  # "detector", "full_frame" or "corrected" (QueryPhoto.BoxSource values)
-    label: str = ""
-    confidence: float | None = None
-    mask: np.ndarray | None = None  # [height, width] bool
 
 
 @dataclass(frozen=True)
@@ -97,6 +86,16 @@ def detector() -> YoloDetector | None:
         return None
 
 
+def isolator() -> Isolator:
+    """Subject isolation as configured: the detector (if any) and the segmentation."""
+    return Isolator(detector(), segmentation=settings.SEGMENTATION)
+
+
+def retrieval_config() -> RetrievalConfig:
+    """The fusion strategy and search depth every ranking in the app uses."""
+    return RetrievalConfig(strategy=settings.FUSION_STRATEGY, search_depth=settings.SEARCH_DEPTH)
+
+
 def isolate_items(
     images: Sequence[Image.Image],
     *,
@@ -105,49 +104,16 @@ def isolate_items(
     timings: dict[str, float],
 ) -> tuple[list[Image.Image], list[Isolation]]:
     """Detect (unless the appraiser drew the box), segment, and crop on a neutral background."""
-    started = time.perf_counter()
-    to_detect = [i for i, box in enumerate(corrected_boxes) if box is None]
-    detections: dict[int, Detection | None] = {}
-    model = detector() if to_detect else None
-    if model is not None:
-        found = model.detect_all([images[i] for i in to_detect], classes=classes)
-        detections = dict(zip(to_detect, found, strict=True))
-    timings["detect"] = (time.perf_counter() - started) * 1000
-
-    started = time.perf_counter()
-    crops: list[Image.Image] = []
-    isolations: list[Isolation] = []
-    for i, image in enumerate(images):
-        corrected = corrected_boxes[i]
-        detection = detections.get(i)
-        if corrected is not None:
-            box, source, label, confidence = corrected, "corrected", "", None
-        elif detection is not None:
-            box, source = detection.box, "detector"
-            label, confidence = detection.label, detection.confidence
-            if detection.mask is not None:  # a segmentation model outlined the item already
-                isolations.append(Isolation(box, source, label, confidence, detection.mask))
-                crops.append(isolate(image, box, detection.mask))
-                continue
-        else:
-            full = Box(0.0, 0.0, float(image.width), float(image.height))
-            isolations.append(Isolation(full, "full_frame"))
-            crops.append(image)
-            continue
-        mask = grabcut_mask(image, box) if settings.SEGMENTATION == "grabcut" else None
-        isolations.append(Isolation(box, source, label, confidence, mask))
-        crops.append(isolate(image, box, mask))
-    timings["segment"] = (time.perf_counter() - started) * 1000
-    return crops, isolations
+    return isolator().isolate(
+        images, corrected_boxes=corrected_boxes, classes=classes, timings=timings
+    )
 
 
 def embedding_version(model_ref: str | None = None) -> str:
     """Names everything that shapes a vector: the network and how items are isolated.
 
     Reference images embedded under another version are re-embedded before indexing."""
-    found = detector()
-    network = embedder(model_ref).name
-    return f"{network}|{found.name if found else 'full-frame'}|{settings.SEGMENTATION}"
+    return f"{embedder(model_ref).name}|{isolator().name}"
 
 
 def embed_items(
@@ -158,6 +124,30 @@ def embed_items(
         images, corrected_boxes=[None] * len(images), classes=classes, timings={}
     )
     return embedder(model_ref).embed(crops)
+
+
+def embed_crops(crops: Sequence[Image.Image], *, model_ref: str | None = None) -> np.ndarray:
+    """Embed item crops that were isolated already (e.g. rebuilt from a match's stored box and
+    mask): [n, dim]."""
+    return embedder(model_ref).embed(crops)
+
+
+def gallery_outcomes(
+    gallery_vectors: np.ndarray,
+    gallery_labels: np.ndarray,
+    query_vectors: np.ndarray,
+    query_labels: np.ndarray,
+    groups: Sequence[Sequence[int]],
+    *,
+    allowed: Sequence[np.ndarray | None],
+    top_k: int,
+) -> list[QueryOutcome]:
+    """Labelled queries ranked against an in-memory gallery exactly as a match ranks them
+    (same depth rule and fusion): the gate's per-query figures."""
+    return query_outcomes(
+        gallery_vectors, gallery_labels, query_vectors, query_labels, groups,
+        allowed=allowed, config=retrieval_config(), top_k=top_k,
+    )
 
 
 def index_path(name: str) -> Path:
@@ -217,14 +207,27 @@ def warm_up() -> None:
         logger.warning("warm-up: %s", exc)
 
 
-@dataclass(frozen=True)
-class MatchQuery:
-    """One match request's photos and constraints, as the model sees them."""
+MatchQuery = Query  # one request's photos and constraints, as the model sees them
 
-    images: Sequence[Image.Image]
-    allowed_reference_ids: np.ndarray | None = None
-    corrected_boxes: Sequence[Box | None] | None = None
-    detection_classes: Sequence[str] = ()
+
+def active_sku_lookup(reference_ids: Collection[int]) -> dict[int, int]:
+    """Reference id -> SKU id for references of active SKUs: a SKU deactivated since the last
+    index sync must not be offered."""
+    from webapp.catalog.models import SKUImage
+
+    return dict(
+        SKUImage.objects.filter(id__in=list(reference_ids), sku__is_active=True)
+        .values_list("id", "sku_id")
+    )
+
+
+def _live_retriever() -> tuple[str, str, Retriever]:
+    index_name, index, model_ref = active_index.get()
+    retriever = Retriever(
+        embedder=embedder(model_ref), index=index, sku_of=active_sku_lookup,
+        isolator=isolator(), config=retrieval_config(),
+    )
+    return index_name, model_ref, retriever
 
 
 def match(
@@ -235,81 +238,58 @@ def match(
     corrected_boxes: Sequence[Box | None] | None = None,
     detection_classes: Sequence[str] = (),
 ) -> MatchResult:
-    query = MatchQuery(images, allowed_reference_ids, corrected_boxes, detection_classes)
+    query = Query(images, allowed_reference_ids, corrected_boxes, detection_classes)
     return match_batch([query], top_k=top_k)[0]
 
 
-def match_batch(queries: Sequence[MatchQuery], *, top_k: int) -> list[MatchResult]:
-    """Several requests through the model together: one detector call per set of target
-    classes and one embedding pass for every photo, then a search and a fusion per request.
-
-    A request's stage timings are its share of the batch's, by photo count."""
-    from webapp.catalog.models import SKUImage
-
+def match_batch(queries: Sequence[Query], *, top_k: int) -> list[MatchResult]:
+    """Several requests through the model together (`ml.retrieval.Retriever`): one detector
+    call per set of target classes and one embedding pass for every photo, then a search and a
+    fusion per request. A request's stage timings are its share of the batch's."""
     if not queries:
         return []
-    index_name, index, model_ref = active_index.get()
-    timings: list[dict[str, float]] = [{} for _ in queries]
-    crops: list[list[Image.Image]] = [[] for _ in queries]
-    isolations: list[list[Isolation]] = [[] for _ in queries]
-    by_classes: dict[tuple[str, ...], list[int]] = {}
-    for q, query in enumerate(queries):
-        if not query.images:
-            raise ValueError("a match query needs at least one photo")
-        by_classes.setdefault(tuple(query.detection_classes), []).append(q)
-    for classes, members in by_classes.items():
-        group_timings: dict[str, float] = {}
-        group_crops, group_isolations = isolate_items(
-            [image for q in members for image in queries[q].images],
-            corrected_boxes=[
-                box for q in members
-                for box in (queries[q].corrected_boxes or [None] * len(queries[q].images))
-            ],
-            classes=classes,
-            timings=group_timings,
-        )
-        photos = len(group_crops)
-        start = 0
-        for q in members:
-            n = len(queries[q].images)
-            crops[q] = group_crops[start : start + n]
-            isolations[q] = group_isolations[start : start + n]
-            timings[q].update({k: v * n / photos for k, v in group_timings.items()})
-            start += n
-
-    every_crop = [crop for query_crops in crops for crop in query_crops]
-    started = time.perf_counter()
-    vectors = embedder(model_ref).embed(every_crop, batch_size=len(every_crop))
-    embed_ms = (time.perf_counter() - started) * 1000
-
-    k = min(max(top_k * 10, 50), max(index.ntotal, 1))
-    searched: list[tuple[np.ndarray, np.ndarray]] = []
-    start = 0
-    for q, query in enumerate(queries):
-        n = len(crops[q])
-        timings[q]["embed"] = embed_ms * n / len(every_crop)
-        started = time.perf_counter()
-        searched.append(
-            index.search(vectors[start : start + n], k, allowed_ids=query.allowed_reference_ids)
-        )
-        timings[q]["search"] = (time.perf_counter() - started) * 1000
-        start += n
-
-    started = time.perf_counter()
-    hit_ids = {int(i) for _, reference_ids in searched for i in reference_ids.ravel() if i >= 0}
-    # A SKU deactivated since the last index sync must not be offered.
-    reference_to_sku = dict(
-        SKUImage.objects.filter(id__in=hit_ids, sku__is_active=True).values_list("id", "sku_id")
-    )
-    lookup_ms = (time.perf_counter() - started) * 1000
+    index_name, model_ref, retriever = _live_retriever()
     version = embedding_version(model_ref)
-    results = []
-    for q, (cosines, reference_ids) in enumerate(searched):
-        started = time.perf_counter()
-        candidates = rank_skus(
-            cosines, reference_ids, reference_to_sku, top_k=top_k,
-            strategy=settings.FUSION_STRATEGY,
-        )
-        timings[q]["fuse"] = (time.perf_counter() - started) * 1000 + lookup_ms / len(queries)
-        results.append(MatchResult(candidates, timings[q], version, index_name, isolations[q]))
-    return results
+    return [
+        MatchResult(found.candidates, found.timings_ms, version, index_name, found.isolations)
+        for found in retriever.retrieve(queries, top_k=top_k)
+    ]
+
+
+@dataclass(frozen=True)
+class LiveRankings:
+    """Rankings of labelled photos by the live model and index (`rank_live`)."""
+
+    model_version: str
+    index_version: str
+    index_size: int
+    rankings: dict[str, list[list[SkuScore]]]  # variant -> per query, SKUs best first
+
+
+def rank_live(
+    queries: Sequence[Sequence[Image.Image]],
+    *,
+    variants: dict[str, np.ndarray | None],
+    classes: Sequence[str] = (),
+    top_k: int,
+    batch_size: int = 32,
+) -> LiveRankings:
+    """Rank each query (1..N photos) exactly as a match does, once per variant of allowed
+    reference ids (e.g. "cold": catalogue images only, "warm": everything), embedding once."""
+    index_name, model_ref, retriever = _live_retriever()
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(queries), batch_size):
+        chunk = [Query(photos, detection_classes=classes) for photos in
+                 queries[start : start + batch_size]]
+        vectors.extend(retriever.embed_queries(chunk)[0])
+    rankings = {
+        name: retriever.rank(vectors, allowed=[allowed] * len(vectors), top_k=top_k)
+        for name, allowed in variants.items()
+    }
+    return LiveRankings(embedding_version(model_ref), index_name, retriever.index.ntotal,
+                        rankings)
+
+
+def indexed_reference_ids() -> np.ndarray:
+    """[n] ids of the references in the active index."""
+    return active_index.get()[1].ids()

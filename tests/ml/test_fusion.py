@@ -1,4 +1,4 @@
-"""rank_skus and match_images against hand-written loops."""
+"""rank_skus and the retrieval path (ml.retrieval.Retriever) against hand-written loops."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.detect import Detector, FullFrameDetector
 from ml.fuse import cosine_to_score, rank_skus
 from ml.index import VectorIndex
-from ml.pipeline import match_images
+from ml.retrieval import Isolator, Query, RetrievalConfig, Retriever, lookup_from
 from ml.types import Box, SkuScore
 
 
@@ -119,7 +118,18 @@ class FakeEmbedder:
         return np.stack([self.table[im.getpixel((0, 0))[0]] for im in images])
 
 
-def test_match_images_end_to_end(rng, make_unit_vectors):
+class BoxEverything:
+    """A detector that finds the whole frame as a "handbag" (what the Isolator needs)."""
+
+    name = "whole-frame-detector"
+
+    def detect_all(self, images, *, classes=()):
+        from ml.yolo import Detection
+
+        return [Detection(Box(0, 0, im.width, im.height), "handbag", 0.9) for im in images]
+
+
+def test_retriever_end_to_end(rng, make_unit_vectors):
     table = make_unit_vectors(rng, 8, 16)
     refs = make_unit_vectors(rng, 60, 16)
     ref_ids = np.arange(100, 160, dtype=np.int64)
@@ -129,18 +139,14 @@ def test_match_images_end_to_end(rng, make_unit_vectors):
     photos = [Image.new("RGB", (20, 10), (i, 0, 0)) for i in (2, 5)]
     allowed = ref_ids[::2]
 
-    ranking = match_images(
-        photos,
-        embedder=embedder,  # type: ignore[arg-type]
-        index=index,
-        ref_to_sku=ref_to_sku,
-        allowed_ref_ids=allowed,
-        top_k=3,
-        strategy="best",
+    retriever = Retriever(
+        embedder=embedder, index=index, sku_of=lookup_from(ref_to_sku),
+        config=RetrievalConfig(strategy="best"),
     )
+    (found,) = retriever.retrieve([Query(photos, allowed_ids=allowed)], top_k=3)
     assert embedder.calls == [2]  # one batch for all photos
-    assert set(ranking.timings_ms) == {"embed", "search", "fuse"}
-    assert ranking.boxes == [None, None]
+    assert set(found.timings_ms) == {"detect", "segment", "embed", "search", "fuse"}
+    assert [i.source for i in found.isolations] == ["full_frame", "full_frame"]
     # Oracle: brute force over allowed refs, best pair per SKU.
     sims = table[[2, 5]] @ refs[::2].T
     best: dict[int, float] = {}
@@ -149,19 +155,36 @@ def test_match_images_end_to_end(rng, make_unit_vectors):
             sku = ref_to_sku[int(r)]
             best[sku] = max(best.get(sku, -9), float(sims[q, j]))
     want = sorted(best, key=lambda s: (-best[s], s))[:3]
-    assert [c.sku_id for c in ranking.candidates] == want
-    assert all(ref_to_sku[c.reference_id] == c.sku_id for c in ranking.candidates)
-    assert all(c.reference_id in set(allowed.tolist()) for c in ranking.candidates)
+    assert [c.sku_id for c in found.candidates] == want
+    assert all(ref_to_sku[c.reference_id] == c.sku_id for c in found.candidates)
+    assert all(c.reference_id in set(allowed.tolist()) for c in found.candidates)
 
-    with_det = match_images(
-        photos,
-        embedder=embedder,  # type: ignore[arg-type]
-        index=index,
-        ref_to_sku=ref_to_sku,
-        allowed_ref_ids=None,
-        top_k=3,
-        detector=FullFrameDetector(),
-    )
-    assert with_det.boxes == [Box(0, 0, 20, 10), Box(0, 0, 20, 10)]
+    with_det = Retriever(
+        embedder=embedder, index=index, sku_of=lookup_from(ref_to_sku),
+        isolator=Isolator(BoxEverything(), segmentation="none"),
+    ).retrieve([Query(photos)], top_k=3)[0]
+    assert [i.box for i in with_det.isolations] == [Box(0, 0, 20, 10), Box(0, 0, 20, 10)]
+    assert [i.source for i in with_det.isolations] == ["detector", "detector"]
     assert "detect" in with_det.timings_ms
-    assert isinstance(FullFrameDetector(), Detector)
+
+
+def test_retriever_batches_queries_and_cuts_rankings_as_prefixes(rng, make_unit_vectors):
+    """Several queries share one embedding pass, and each ranking is what the query alone
+    gets; a shorter top_k is a prefix of a longer one (one search depth for every caller)."""
+    table = make_unit_vectors(rng, 8, 16)
+    refs = make_unit_vectors(rng, 90, 16)
+    ref_ids = np.arange(90, dtype=np.int64)
+    ref_to_sku = {int(r): int(r) % 17 for r in ref_ids}
+    embedder = FakeEmbedder(table)
+    retriever = Retriever(embedder=embedder, index=VectorIndex.build(ref_ids, refs),
+                          sku_of=lookup_from(ref_to_sku),
+                          config=RetrievalConfig(search_depth=30))
+    queries = [Query([Image.new("RGB", (8, 8), (i, 0, 0)) for i in photos])
+               for photos in ((1,), (3, 4), (6, 7, 2))]
+    together = retriever.retrieve(queries, top_k=8)
+    assert embedder.calls == [6]
+    for query, found in zip(queries, together, strict=True):
+        alone = retriever.retrieve([query], top_k=8)[0]
+        assert alone.candidates == found.candidates
+        short = retriever.retrieve([query], top_k=4)[0]
+        assert short.candidates == found.candidates[:4]

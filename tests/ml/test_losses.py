@@ -169,3 +169,30 @@ def test_attribute_heads_shapes() -> None:
 def test_unknown_loss_name() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
         build_criterion("nope")
+
+
+def test_vae_head_reconstructs_and_trains_the_embedding() -> None:
+    from ml.losses import VaeHead, vae_loss
+
+    torch.manual_seed(0)
+    head = VaeHead(16, latent=8, out_size=16)
+    embeddings = torch.nn.functional.normalize(torch.randn(4, 16), dim=1).requires_grad_(True)
+    images = torch.rand(4, 3, 64, 64)
+    recon, mu, logvar = head(embeddings)
+    assert recon.shape == (4, 3, 16, 16) and mu.shape == logvar.shape == (4, 8)
+    loss, terms = vae_loss(head, embeddings, images, beta=0.5)
+    assert set(terms) == {"recon", "kl"} and loss.item() > 0
+    loss.backward()
+    assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
+    # The loss falls as the head learns to reconstruct a fixed picture.
+    optimiser = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        optimiser.zero_grad()
+        value, _ = vae_loss(head, embeddings.detach(), images, beta=0.01)
+        value.backward()
+        optimiser.step()
+        first = first if first is not None else float(value)
+    assert float(value) < first * 0.7
+    with pytest.raises(ValueError):
+        VaeHead(16, out_size=12)

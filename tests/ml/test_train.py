@@ -280,3 +280,36 @@ def test_select_last_keeps_the_final_epoch_without_early_stopping(
     _, config = load_checkpoint(tmp_path / "model.pt")
     assert config["train"]["select"] == "last"
     assert torch.load(tmp_path / "model.pt", weights_only=False)["metrics"]["epoch"] == 3
+
+
+def test_warm_start_uses_a_fitting_checkpoint_and_skips_one_that_does_not(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    first = Trainer(_config(tiny_csv, tmp_path / "first", epochs=1, batches_per_epoch=2))
+    first.fit()
+    checkpoint = tmp_path / "first" / "model.pt"
+    from ml.model import load_checkpoint
+
+    saved, _ = load_checkpoint(checkpoint)
+    warm = Trainer(_config(tiny_csv, tmp_path / "warm", warm_start=str(checkpoint)))
+    assert warm.warm_started_from == str(checkpoint)
+    for name, value in saved.state_dict().items():
+        assert torch.equal(warm.model.state_dict()[name].cpu(), value), name
+    # Another embedding size or input size: no error, the pretrained backbone instead.
+    for other in ({"embedding_dim": 8}, {"image_size": 72}):
+        cold = Trainer(_config(tiny_csv, tmp_path / "cold", warm_start=str(checkpoint), **other))
+        assert cold.warm_started_from is None
+    missing = Trainer(_config(tiny_csv, tmp_path / "m", warm_start=str(tmp_path / "none.pt")))
+    assert missing.warm_started_from is None
+    warm.fit()
+    _, config = load_checkpoint(tmp_path / "warm" / "model.pt")
+    assert config["train"]["warm_started_from"] == str(checkpoint)
+
+
+def test_vae_head_trains_end_to_end_and_refuses_cached_mode(tiny_csv: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1, batches_per_epoch=2, vae=True))
+    history = trainer.fit()
+    row = next(r for r in history if r["epoch"] == 1)
+    assert {"vae", "recon", "kl"} <= set(row) and row["recon"] > 0
+    with pytest.raises(ValueError, match="end-to-end"):
+        Trainer(_config(tiny_csv, tmp_path / "c", vae=True, cached_views=1, freeze_blocks=11))

@@ -91,9 +91,10 @@ def test_promotion_and_rollback_never_interrupt_matching(
     models_seen = [model for model, _ in seen]
     good, useless = first.model_version, versions[promotion.index_version.name]
     assert models_seen[0] == good and useless in models_seen and models_seen[-1] == good
-    # Rollback built a fresh index with the old model; old versions stay on disk.
-    assert rollback.index_version.name != first.name
-    assert Path(ml_gateway.index_path(first.name)).is_dir()
+    # Rollback re-activated the old model's kept index (nothing re-embedded: see
+    # test_learning_rollback); the promoted model's index stays on disk for a later rollback.
+    assert rollback.index_version.name == first.name
+    assert Path(ml_gateway.index_path(promotion.index_version.name)).is_dir()
     assert IndexVersion.objects.get(is_active=True) == rollback.index_version
 
 

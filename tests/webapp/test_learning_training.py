@@ -14,6 +14,7 @@ from tests.webapp.loop_models import (  # noqa: F401 - fixtures
 from webapp.catalog.models import SKU
 from webapp.learning import tasks
 from webapp.learning.models import ModelVersion, TrainingRun
+from webapp.learning.selectors import live_model_ref
 from webapp.learning.training import (
     RunReporter,
     TrainingError,
@@ -155,3 +156,67 @@ def test_beat_checks_for_retraining(settings) -> None:
     assert entry["task"] == "learning.check_retraining"
     assert entry["schedule"] == settings.RETRAIN_CHECK_S
     assert settings.CELERY_TASK_ROUTES["learning.*"]["queue"] == "gpu"
+
+
+# The command runs the enqueued task on commit: it needs real commits.
+@pytest.mark.django_db(transaction=True)
+def test_retrain_wait_runs_gates_and_reports(tiny_training, history, settings) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("retrain", "--wait", stdout=out)
+    text = out.getvalue()
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.SUCCEEDED
+    model = ModelVersion.objects.get(training_run=run)
+    assert f"training run #{run.pk}: succeeded" in text
+    assert f"model {model.name}: gate {model.gate}" in text
+    assert "live model: " in text
+    live = StringIO()
+    call_command("live_model", stdout=live)
+    assert live.getvalue().strip() == live_model_ref()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retrain_wait_fails_loudly(tiny_training, history) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="failed"):
+        call_command("retrain", "--wait", "--options", '{"loss": "no-such-loss"}')
+    assert TrainingRun.objects.get().status == TrainingRun.Status.FAILED
+    with pytest.raises(CommandError, match="Unknown training option"):
+        call_command("retrain", "--options", '{"no_such_field": 1}')
+    with pytest.raises(CommandError, match="JSON"):
+        call_command("retrain", "--options", "{nope")
+
+
+def test_a_run_warm_starts_from_the_live_model_when_it_fits(
+    tiny_training, history, settings
+) -> None:
+    first = training_run_request(trigger=TrainingRun.Trigger.MANUAL)
+    training_run_execute(run_id=first.pk)
+    first_model = ModelVersion.objects.get(training_run=first)
+    assert first.pk and "pretrained" in TrainingRun.objects.get(pk=first.pk).log
+    # Make it live (its index goes with it), as a promotion would.
+    from webapp.learning.services import index_publish
+
+    index_publish(full_rebuild=True, model_ref=first_model.model_ref)
+    assert live_model_ref() == first_model.model_ref
+
+    second = training_run_request(trigger=TrainingRun.Trigger.MANUAL)
+    training_run_execute(run_id=second.pk)
+    second.refresh_from_db()
+    assert second.status == TrainingRun.Status.SUCCEEDED, second.error
+    assert second.config["warm_start"] == first_model.model_ref
+    assert f"starting from {first_model.model_ref}" in second.log
+
+    # Another input size does not fit: the run starts from the pretrained backbone.
+    settings.TRAIN_IMAGE_SIZE = 72
+    third = training_run_request(trigger=TrainingRun.Trigger.MANUAL)
+    training_run_execute(run_id=third.pk)
+    third.refresh_from_db()
+    assert third.status == TrainingRun.Status.SUCCEEDED, third.error
+    assert "starting from efficientnet_lite0 (pretrained)" in third.log

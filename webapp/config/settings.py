@@ -135,6 +135,11 @@ if FUSION_STRATEGY not in STRATEGIES:
     raise ImproperlyConfigured(
         f"SKULENS_FUSION must be one of {', '.join(STRATEGIES)}, not {FUSION_STRATEGY!r}"
     )
+# References searched per photo before fusion (ml.retrieval): the same for serving, the gate
+# and the measurements, so a ranking cut at 4 is a prefix of the one cut at 8.
+SEARCH_DEPTH = env_int("SKULENS_SEARCH_DEPTH", 200)
+if SEARCH_DEPTH < 1:
+    raise ImproperlyConfigured("SKULENS_SEARCH_DEPTH must be at least 1")
 # Until a category has enough review decisions, this score marks a confident match.
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)
 CALIBRATION_TARGET_PRECISION = env_float("SKULENS_CALIBRATION_TARGET_PRECISION", 0.95)
@@ -154,6 +159,10 @@ CATALOGUE_DUPLICATE_COSINE = env_float("SKULENS_DUPLICATE_COSINE", 0.97)
 # The learning loop (webapp.learning: training runs, model registry, gate, promotion).
 TRAINING_DIR = Path(env_str("SKULENS_TRAINING_DIR", str(VAR_DIR / "training")))
 MODELS_DIR = Path(env_str("SKULENS_MODELS_DIR", str(VAR_DIR / "models")))
+# Retention (webapp.learning.retention): besides the live pair and the latest rollback target,
+# the newest N index versions and N trained checkpoints are kept; older files are deleted.
+RETENTION_INDEX_VERSIONS = max(1, env_int("SKULENS_RETENTION_INDEX_VERSIONS", 5))
+RETENTION_MODELS = max(1, env_int("SKULENS_RETENTION_MODELS", 5))
 # Resolved bad cases (with a correct SKU) since the last run that start a retraining.
 RETRAIN_MIN_BAD_CASES = env_int("SKULENS_RETRAIN_MIN_BAD_CASES", 50)
 RETRAIN_CHECK_S = env_float("SKULENS_RETRAIN_CHECK_S", 900.0)
@@ -236,6 +245,7 @@ CELERY_BEAT_SCHEDULE = {
     "thresholds-daily": {"task": "matching.recalibrate_thresholds", "schedule": 86400.0},
     "retraining-check": {"task": "learning.check_retraining", "schedule": RETRAIN_CHECK_S},
     "import-uploads-daily": {"task": "catalog.prune_import_bundles", "schedule": 86400.0},
+    "artifacts-prune-daily": {"task": "learning.prune_artifacts", "schedule": 86400.0},
 }
 CELERY_TIMEZONE = "UTC"
 

@@ -25,10 +25,8 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from ml.evaluate import average_precision_at_r
-from ml.fuse import rank_skus
 from ml.images import ImageDecodeError, load_rgb
-from ml.index import VectorIndex
+from ml.types import QueryOutcome
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.learning.dataset import LabelledRequest, is_holdout, labelled_requests
@@ -133,16 +131,46 @@ def _query_vectors(photo_ids: Sequence[int], model_ref: str) -> np.ndarray:
     version = ml_gateway.embedding_version(model_ref)
     missing = [p for p in photo_ids if (version, p) not in _QUERY_CACHE]
     photos = QueryPhoto.objects.in_bulk(missing)
-    embedder = ml_gateway.embedder(model_ref)
     for start in range(0, len(missing), 32):
         chunk = missing[start : start + 32]
-        vectors = embedder.embed([query_photo_crop(photos[p]) for p in chunk])
+        vectors = ml_gateway.embed_crops([query_photo_crop(photos[p]) for p in chunk],
+                                         model_ref=model_ref)
         for p, v in zip(chunk, vectors, strict=True):
             _QUERY_CACHE[(version, p)] = np.asarray(v, dtype=np.float32)
     if len(_QUERY_CACHE) > _QUERY_CACHE_MAX:
         _QUERY_CACHE.clear()
         return _query_vectors(photo_ids, model_ref)
     return np.stack([_QUERY_CACHE[(version, p)] for p in photo_ids])
+
+
+def request_outcomes(
+    requests: Sequence[LabelledRequest],
+    gallery: Gallery,
+    gallery_vectors: np.ndarray,
+    model_ref: str,
+    *,
+    cold: bool = False,
+    top_k: int = 4,
+) -> list[QueryOutcome]:
+    """Per request (its photos fused into one query, as in matching): the ranking and AP@R.
+
+    Ranked by the same function as serving and `python -m ml evaluate`
+    (`ml_gateway.gallery_outcomes`). A request's own photos, if they joined the gallery, are
+    left out of its search; `cold` searches catalogue images only."""
+    if not requests:
+        return []
+    vectors = _query_vectors([p for r in requests for p in r.photo_ids], model_ref)
+    origin = np.asarray([o if o is not None else -1 for o in gallery.origin], dtype=np.int64)
+    candidates = gallery.catalogue if cold else np.ones(len(gallery.image_ids), bool)
+    groups, allowed, start = [], [], 0
+    for r in requests:
+        groups.append(list(range(start, start + len(r.photo_ids))))
+        start += len(r.photo_ids)
+        allowed.append(np.flatnonzero(candidates & (origin != r.request_id)).astype(np.int64))
+    labels = np.repeat([r.sku_id for r in requests], [len(r.photo_ids) for r in requests])
+    return ml_gateway.gallery_outcomes(
+        gallery_vectors, gallery.labels, vectors, labels, groups, allowed=allowed, top_k=top_k
+    )
 
 
 def _outcomes(
@@ -153,39 +181,14 @@ def _outcomes(
     *,
     cold: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per query (a request's photos fused, as in matching): hit@1, hit@4 and AP@R.
-
-    The same definitions as `ml.evaluate.evaluate_embeddings` (tested against it), kept per
-    query so the gate can compare two models query by query."""
-    out: dict[str, list[float]] = {"r1": [], "r4": [], "map_r": []}
-    if not requests:
-        return {k: np.zeros(0) for k in out}
-    vectors = _query_vectors([p for r in requests for p in r.photo_ids], model_ref)
-    index = VectorIndex.build(np.arange(len(gallery.image_ids), dtype=np.int64), gallery_vectors)
-    to_label = dict(enumerate(gallery.labels.tolist()))
-    everything = np.arange(len(gallery.image_ids), dtype=np.int64)
-    origin = np.asarray([o if o is not None else -1 for o in gallery.origin], dtype=np.int64)
-    start = 0
-    for r in requests:
-        rows = vectors[start : start + len(r.photo_ids)]
-        start += len(r.photo_ids)
-        keep = (gallery.catalogue if cold else np.ones(len(everything), bool)) & (
-            origin != r.request_id
-        )
-        allowed = everything[keep]
-        cos, ids = index.search(rows, max(1, len(allowed)), allowed_ids=allowed)
-        ranked = rank_skus(cos, ids, to_label, top_k=4, strategy=settings.FUSION_STRATEGY)
-        ranking = [s.sku_id for s in ranked]
-        out["r1"].append(float(bool(ranking) and ranking[0] == r.sku_id))
-        out["r4"].append(float(r.sku_id in ranking[:4]))
-        best: dict[int, float] = {}
-        for c, i in zip(cos.ravel().tolist(), ids.ravel().tolist(), strict=True):
-            if i >= 0 and c > best.get(i, -np.inf):
-                best[i] = c
-        order = np.asarray(sorted(best, key=lambda i: (-best[i], i)), dtype=np.int64)
-        relevant = int((gallery.labels[allowed] == r.sku_id).sum())
-        out["map_r"].append(average_precision_at_r(gallery.labels[order] == r.sku_id, relevant))
-    return {k: np.asarray(v) for k, v in out.items()}
+    """Per query: hit@1, hit@4 and AP@R, kept per query so the gate can compare two models
+    query by query."""
+    outcomes = request_outcomes(requests, gallery, gallery_vectors, model_ref, cold=cold)
+    return {
+        "r1": np.asarray([float(o.hit(1)) for o in outcomes]),
+        "r4": np.asarray([float(o.hit(4)) for o in outcomes]),
+        "map_r": np.asarray([o.ap_at_r for o in outcomes]),
+    }
 
 
 def evaluation_sets() -> tuple[list[LabelledRequest], list[LabelledRequest]]:

@@ -1,9 +1,10 @@
 """Recall of what is live right now (model + index), on labelled photos that are not in the app.
 
-Queries go through the gateway exactly as a match does (isolation, embedder, the active
-index, per-SKU fusion); "cold" restricts the search to catalogue images, "warm" searches the
-whole gallery, confirmed appraisal photos included. Used by the loop simulation on the
-grocery val split; never by training or the gate.
+Queries are ranked by the gateway exactly as a match ranks them (`ml_gateway.rank_live`: the
+same isolation, embedder, active index, search depth and fusion setting); "cold" restricts the
+search to catalogue images, "warm" searches the whole gallery, confirmed appraisal photos
+included; "pairs" fuses two photos of one item into one query, cold. Used by the loop
+simulation on the grocery val split; never by training or the gate.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ml.fuse import rank_skus
+from ml.types import SkuScore
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 
@@ -30,40 +31,55 @@ class LiveRecall:
     warm_r4: float
     gallery_catalogue: int
     gallery_total: int
+    pairs: int = 0
+    pair_r1: float = 0.0
+    pair_r4: float = 0.0
 
 
-def _recall(vectors: np.ndarray, labels: Sequence[int], allowed: np.ndarray | None,
-            index: object, reference_to_sku: dict[int, int]) -> tuple[float, float]:
-    k = min(index.ntotal if allowed is None else len(allowed), 400)  # type: ignore[attr-defined]
-    cosines, ids = index.search(vectors, k, allowed_ids=allowed)  # type: ignore[attr-defined]
-    top1 = top4 = 0
-    for row, label in enumerate(labels):
-        ranking = rank_skus(cosines[row : row + 1], ids[row : row + 1], reference_to_sku, top_k=4)
-        found = [s.sku_id for s in ranking]
-        top1 += bool(found) and found[0] == label
-        top4 += label in found[:4]
+def consecutive_pairs(labels: Sequence[int]) -> list[list[int]]:
+    """Consecutive photos of the same label, two by two (a leftover photo is dropped): the
+    2-photo queries of `python -m ml evaluate --group-size 2`, full pairs only."""
+    pairs: list[list[int]] = []
+    pending: dict[int, int] = {}
+    for i, label in enumerate(labels):
+        if label in pending:
+            pairs.append([pending.pop(label), i])
+        else:
+            pending[label] = i
+    return sorted(pairs)
+
+
+def _hits(rankings: Sequence[Sequence[SkuScore]], labels: Sequence[int]) -> tuple[float, float]:
     n = max(1, len(labels))
+    found = [[s.sku_id for s in ranking] for ranking in rankings]
+    top1 = sum(bool(f) and f[0] == label for f, label in zip(found, labels, strict=True))
+    top4 = sum(label in f[:4] for f, label in zip(found, labels, strict=True))
     return top1 / n, top4 / n
 
 
-def live_recall(images: Sequence[Image.Image], sku_ids: Sequence[int], *,
-                classes: Sequence[str] = (), batch_size: int = 32) -> LiveRecall:
+def live_recall(
+    images: Sequence[Image.Image], sku_ids: Sequence[int], *, classes: Sequence[str] = ()
+) -> LiveRecall:
     """Top-1 / Top-4 of the live model and index on (image, true SKU id) pairs."""
-    index_name, index, model_ref = ml_gateway.active_index.get()
-    vectors = np.concatenate([
-        ml_gateway.embed_items(images[i : i + batch_size], classes=classes, model_ref=model_ref)
-        for i in range(0, len(images), batch_size)
-    ])
-    rows = list(SKUImage.objects.values_list("pk", "sku_id", "source"))
-    reference_to_sku = {pk: sku for pk, sku, _ in rows}
-    in_index = {int(i) for i in index.ids()}
-    catalogue = np.asarray(
-        sorted(pk for pk, _, source in rows if source == SKUImage.Source.CATALOGUE
-               and pk in in_index), dtype=np.int64,
+    in_index = set(ml_gateway.indexed_reference_ids().tolist())
+    catalogue = np.asarray(sorted(
+        pk for pk in SKUImage.objects.filter(source=SKUImage.Source.CATALOGUE)
+        .values_list("pk", flat=True) if pk in in_index
+    ), dtype=np.int64)
+    singles = ml_gateway.rank_live(
+        [[image] for image in images], variants={"cold": catalogue, "warm": None},
+        classes=classes, top_k=4,
     )
-    cold = _recall(vectors, sku_ids, catalogue, index, reference_to_sku)
-    warm = _recall(vectors, sku_ids, None, index, reference_to_sku)
+    pairs = consecutive_pairs(sku_ids)
+    paired = ml_gateway.rank_live(
+        [[images[i] for i in pair] for pair in pairs], variants={"cold": catalogue},
+        classes=classes, top_k=4,
+    )
+    cold = _hits(singles.rankings["cold"], sku_ids)
+    warm = _hits(singles.rankings["warm"], sku_ids)
+    pair = _hits(paired.rankings["cold"], [sku_ids[p[0]] for p in pairs])
     return LiveRecall(
-        ml_gateway.embedding_version(model_ref), index_name, len(sku_ids),
-        cold[0], cold[1], warm[0], warm[1], len(catalogue), index.ntotal,
+        singles.model_version, singles.index_version, len(sku_ids),
+        cold[0], cold[1], warm[0], warm[1], len(catalogue), singles.index_size,
+        len(pairs), pair[0], pair[1],
     )

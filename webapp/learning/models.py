@@ -11,6 +11,7 @@ class IndexVersion(models.Model):
         BUILDING = "building", "Building"
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
+        PRUNED = "pruned", "Pruned (files deleted)"
 
     name = models.CharField(max_length=120, unique=True)
     model_version = models.CharField(max_length=120)
@@ -24,6 +25,7 @@ class IndexVersion(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    pruned_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -137,6 +139,8 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Last time it went live (promotion or rollback).
     promoted_at = models.DateTimeField(null=True, blank=True)
+    # The checkpoint was deleted by the retention policy (webapp.learning.retention).
+    pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -4,7 +4,8 @@ The swap itself is `index_publish(model_ref=..., full_rebuild=True)`: it re-embe
 catalogue with the new model, writes a new index version directory, and then activates the
 index and the model together in one transaction. Until that commit every match runs on the old
 pair; after it, on the new pair (the gateway reloads when the active row changes). Old version
-directories stay on disk, and rollback is a promotion of an earlier model without the gate.
+directories stay on disk (`retention` prunes them), and rollback is a promotion of an earlier
+model without the gate that re-activates its kept index version instead of re-embedding.
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def promotion_execute(*, promotion_id: int) -> bool:
             promotion_fail(promotion_id=promotion_id,
                            error="Refused by the gate against the current live model.")
             return True
-    version = index_publish(full_rebuild=True, model_ref=model.model_ref)
+    # A rollback re-activates the model's kept index (only catalogue changes since are
+    # embedded); a new model re-embeds the catalogue.
+    version = index_publish(full_rebuild=True, model_ref=model.model_ref,
+                            reuse_kept=promotion.kind == Promotion.Kind.ROLLBACK)
     with transaction.atomic():
         now = timezone.now()
         Promotion.objects.filter(pk=promotion_id).update(

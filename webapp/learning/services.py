@@ -18,7 +18,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb
-from ml.index import VectorIndex
+from ml.index import INDEX_FILE, VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.catalog.selectors import indexable_images
@@ -69,7 +69,9 @@ def _database_vectors(ids: list[int]) -> np.ndarray:
     return np.stack([np.frombuffer(bytes(rows[i]), dtype=np.float32) for i in ids])
 
 
-def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -> IndexVersion:
+def index_publish(
+    *, full_rebuild: bool = False, model_ref: str | None = None, reuse_kept: bool = False
+) -> IndexVersion:
     """Bring the search index in line with the catalogue and make it the active version.
 
     Incremental (add/remove the difference) when the active index was built by the same model
@@ -78,18 +80,70 @@ def index_publish(*, full_rebuild: bool = False, model_ref: str | None = None) -
     the index then go live together, in one transaction. Publishes run one at a time
     (`locks.index_publish_lock`); without `model_ref`, the model is the one live when the
     lock is taken.
+
+    `reuse_kept` (a rollback): when an earlier index version of `model_ref`, built with the
+    same isolation, is still on disk, start from it instead of re-embedding the catalogue:
+    its vectors go back into the database and only what changed since is embedded.
     """
     with index_publish_lock():
-        return _index_publish(full_rebuild=full_rebuild, model_ref=model_ref)
+        return _index_publish(
+            full_rebuild=full_rebuild and not reuse_kept, model_ref=model_ref,
+            reuse_kept=reuse_kept,
+        )
 
 
-def _index_publish(*, full_rebuild: bool, model_ref: str | None) -> IndexVersion:
+def kept_index_version(model_ref: str) -> IndexVersion | None:
+    """The latest ready index version built with `model_ref` and today's isolation, whose files
+    are still on disk."""
+    model_name = ml_gateway.embedding_version(model_ref)
+    for version in IndexVersion.objects.filter(
+        model_ref=model_ref, model_version=model_name, status=IndexVersion.Status.READY
+    ).order_by("-created_at"):
+        if (ml_gateway.index_path(version.name) / INDEX_FILE).is_file():
+            return version
+    return None
+
+
+def _embeddings_restore(index: VectorIndex, model_name: str) -> int:
+    """Write an index's vectors back as the database embeddings of the images it holds."""
+    present = SKUImage.objects.filter(id__in=[int(i) for i in index.ids()]).exclude(
+        embedding_model=model_name
+    )
+    ids = np.asarray(sorted(present.values_list("id", flat=True)), dtype=np.int64)
+    restored = 0
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        vectors = index.reconstruct(chunk)
+        rows = SKUImage.objects.in_bulk(chunk.tolist())
+        for image_id, vector in zip(chunk.tolist(), vectors, strict=True):
+            rows[image_id].embedding = np.asarray(vector, dtype=np.float32).tobytes()
+            rows[image_id].embedding_model = model_name
+        SKUImage.objects.bulk_update(list(rows.values()), ["embedding", "embedding_model"])
+        restored += len(chunk)
+    return restored
+
+
+def _index_publish(*, full_rebuild: bool, model_ref: str | None,
+                   reuse_kept: bool = False) -> IndexVersion:
     started = time.perf_counter()
     parent = active_index_version()
     model_ref = model_ref or (parent.model_ref if parent and parent.model_ref else None)
     model_ref = model_ref or ml_gateway.default_model_ref()
-    reference_embeddings_refresh(model_ref=model_ref)
     model_name = ml_gateway.embedding_version(model_ref)
+    kept = kept_index_version(model_ref) if reuse_kept else None
+    if kept is not None:
+        try:
+            restored = _embeddings_restore(VectorIndex.load(ml_gateway.index_path(kept.name))[0],
+                                           model_name)
+            logger.info("reusing index %s of %s: %d embeddings restored, none recomputed",
+                        kept.name, model_ref, restored)
+            parent = kept
+        except (FileNotFoundError, ValueError) as exc:
+            logger.warning("kept index %s unusable (%s): re-embedding", kept.name, exc)
+            kept, full_rebuild = None, True
+    elif reuse_kept:
+        full_rebuild = True  # nothing kept for this model: re-embed the catalogue
+    reference_embeddings_refresh(model_ref=model_ref)
     wanted = set(
         indexable_images().filter(embedding_model=model_name).values_list("id", flat=True)
     )
@@ -126,7 +180,14 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None) -> IndexVersion
     if parent is not None and not to_add and not to_remove and not full_rebuild and (
         parent.model_version == model_name
     ):
-        return parent  # nothing changed: keep the active version
+        if not parent.is_active:  # a kept version comes back as it was
+            with transaction.atomic():
+                IndexVersion.objects.filter(is_active=True).update(is_active=False)
+                IndexVersion.objects.filter(pk=parent.pk).update(is_active=True)
+            parent.refresh_from_db()
+            logger.info("re-activated index %s (%d vectors) in %.2f s", parent.name,
+                        parent.vector_count, time.perf_counter() - started)
+        return parent  # nothing changed: keep that version
 
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}

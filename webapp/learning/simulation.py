@@ -3,16 +3,20 @@
 A stream of grocery *train* photos is uploaded by a simulated appraiser who knows the truth
 (accepts it when shown, else searches for it or rejects all); a simulated QA reviewer resolves
 every bad case with the true SKU and a heuristic cause; a beat check every few photos starts
-retraining; the gate decides; promotion swaps model and index. Live Recall@1 / Top-4 is
-measured on the grocery *val* photos (never trained or selected on) before and after each
-promotion, cold (catalogue images only) and warm (catalogue + confirmed photos).
+retraining with the app's own training settings; the gate decides; promotion swaps model and
+index. Live Recall@1 / Top-4 is measured on the grocery *val* photos (never trained or selected
+on) before and after each promotion: cold (catalogue images only), warm (catalogue + confirmed
+photos) and 2-photo (consecutive val photos of a product fused, cold).
+
+The results file is rewritten after every step, so a stopped simulation resumes where it was
+(`resume=True`): the stream's order is fixed by the seed, and a run or promotion that was
+interrupted is marked failed and triggered again by the next beat check.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageFilter
 
@@ -33,11 +38,17 @@ from webapp.catalog.bundles import FolderSource
 from webapp.catalog.importing import grocery_rows
 from webapp.catalog.models import SKU
 from webapp.learning.measure import LiveRecall, live_recall
-from webapp.learning.models import IndexVersion, ModelVersion, Promotion, TrainingRun
+from webapp.learning.models import ModelVersion, Promotion, TrainingRun
+from webapp.learning.promotion import promotion_fail
+from webapp.learning.retention import artifacts_prune
 from webapp.learning.selectors import active_index_version
 from webapp.learning.services import index_publish
 from webapp.learning.tasks import check_retraining, sync_index
-from webapp.learning.training import new_resolved_bad_cases, training_run_request
+from webapp.learning.training import (
+    new_resolved_bad_cases,
+    training_run_fail,
+    training_run_request,
+)
 from webapp.matching.models import Decision, MatchRequest
 from webapp.matching.services import decision_record, match_request_create
 from webapp.review.models import BadCase
@@ -49,14 +60,17 @@ Log = Callable[[str], None]
 @dataclass
 class SimConfig:
     root: Path
-    photos: int = 360
+    photos: int = 2640
     seed: int = 0
-    retrain_min_bad_cases: int = 90
+    retrain_min_bad_cases: int = 300
     check_every: int = 20  # photos between two beat checks
     search_probability: float = 0.7  # a miss is searched for (other SKU), else rejected
-    gallery_policy: str = "all"
-    max_minutes: float = 35.0
+    gallery_policy: str = "corrections"
+    max_minutes: float = 0.0  # 0: no budget (stop and resume instead)
     shuffled_demo: bool = True
+    shuffled_options: dict[str, Any] = field(default_factory=lambda: {"epochs": 4})
+    results: Path | None = None  # rewritten after every step; read back to resume
+    resume: bool = False
     train: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +86,8 @@ class Point:
     warm_r4: float
     gallery: int
     elapsed_s: float
+    pair_r1: float = 0.0
+    pair_r4: float = 0.0
 
 
 @dataclass
@@ -82,6 +98,8 @@ class Outcome:
     bad_cases: int = 0
     wall_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    photos_seen: int = 0
+    finished: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,21 +122,40 @@ class Simulation:
     def __init__(self, cfg: SimConfig, log: Log) -> None:
         self.cfg = cfg
         self.log = log
-        self.rng = random.Random(cfg.seed)
         self.started = time.perf_counter()
-        self.outcome = Outcome(config={**asdict(cfg), "root": str(cfg.root)})
-        self.truth: dict[int, int] = {}  # request id -> true SKU id
+        self.outcome = Outcome(config=json.loads(json.dumps(asdict(cfg), default=str)))
+        self.elapsed_before = 0.0  # wall time of earlier sittings (resumed simulation)
         self.seen = 0
+        if cfg.resume and cfg.results is not None and cfg.results.is_file():
+            self.outcome = read_json(cfg.results)
+            self.seen = self.outcome.photos_seen
+            self.elapsed_before = self.outcome.wall_s
+        # The appraiser's choices come from their own generator, seeded by the position, so a
+        # resumed simulation continues with the same kind of draws.
+        self.rng = random.Random(f"{cfg.seed}/{self.seen}")
+        self.truth: dict[int, int] = {}  # request id -> true SKU id
         self.sync_wanted = False
 
     # ----- set-up -------------------------------------------------------------------------
 
     def setup(self) -> None:
-        if MatchRequest.objects.exists():
-            raise RuntimeError("The database already holds matches: use a fresh SKULENS_VAR_DIR.")
-        self.appraiser = user_create_with_role(username="sim-appraiser", password="sim-sim-sim",
-                                               role=Role.APPRAISER)
-        self.qa = user_create_with_role(username="sim-qa", password="sim-sim-sim", role=Role.QA)
+        resuming = self.cfg.resume and self.seen > 0
+        if MatchRequest.objects.exists() and not resuming:
+            raise RuntimeError("The database already holds matches: use a fresh SKULENS_VAR_DIR "
+                               "(or --resume to continue the simulation that made them).")
+        if resuming:
+            self.appraiser = User.objects.get(username="sim-appraiser")
+            self.qa = User.objects.get(username="sim-qa")
+            streamed = MatchRequest.objects.filter(created_by=self.appraiser).count()
+            if streamed != self.seen:
+                raise RuntimeError(f"the results file says {self.seen} photos were streamed, "
+                                   f"the database holds {streamed}: not the same simulation")
+            self.interrupted_work_fail()
+        else:
+            self.appraiser = user_create_with_role(
+                username="sim-appraiser", password="sim-sim-sim", role=Role.APPRAISER)
+            self.qa = user_create_with_role(username="sim-qa", password="sim-sim-sim",
+                                            role=Role.QA)
         if not SKU.objects.filter(code__startswith="GROCERY-").exists():
             report = catalogue_import_rows(rows=list(grocery_rows(self.cfg.root)),
                                            source=FolderSource(self.cfg.root), actor=None)
@@ -131,8 +168,38 @@ class Simulation:
         self.val_images = [Image.open(path).convert("RGB") for path, _, _ in val]
         self.val_labels = [self.sku_of[product] for _, product, _ in val]
         train = read_grocery_split(self.cfg.root, "train")
-        self.stream = self.rng.sample(train, min(self.cfg.photos, len(train)))
-        self.log(f"{len(self.stream)} train photos to stream, {len(self.val_images)} val photos")
+        self.stream = random.Random(self.cfg.seed).sample(train, min(self.cfg.photos, len(train)))
+        # Requests were made in stream order: the truth of the ones streamed before a resume.
+        done = MatchRequest.objects.filter(created_by=self.appraiser).order_by("pk")
+        for request_id, (_path, product, _coarse) in zip(
+            done.values_list("pk", flat=True), self.stream, strict=False
+        ):
+            self.truth[request_id] = self.sku_of[product]
+        self.log(f"{len(self.stream)} train photos to stream ({self.seen} done), "
+                 f"{len(self.val_images)} val photos")
+
+    def interrupted_work_fail(self) -> None:
+        """A run or promotion that was under way when the last sitting stopped."""
+        runs = TrainingRun.objects.filter(
+            status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+        promotions = Promotion.objects.filter(
+            status__in=[Promotion.Status.QUEUED, Promotion.Status.RUNNING])
+        for run_id in runs.values_list("pk", flat=True):
+            training_run_fail(run_id=run_id, error="interrupted: the simulation was stopped")
+            self.log(f"run #{run_id} was interrupted: marked failed")
+        for promotion_id in promotions.values_list("pk", flat=True):
+            promotion_fail(promotion_id=promotion_id,
+                           error="interrupted: the simulation was stopped")
+            self.log(f"promotion #{promotion_id} was interrupted: marked failed")
+
+    def save(self) -> None:
+        self.outcome.photos_seen = self.seen
+        self.outcome.wall_s = round(self.elapsed(), 1)
+        if self.cfg.results is not None:
+            write_json(self.outcome, self.cfg.results)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
 
     # ----- measuring ----------------------------------------------------------------------
 
@@ -141,11 +208,13 @@ class Simulation:
         r: LiveRecall = live_recall(self.val_images, self.val_labels)
         point = Point(self.seen, label, r.model_version.split("|")[0], r.index_version,
                       r.cold_r1, r.cold_r4, r.warm_r1, r.warm_r4, r.gallery_total,
-                      round(time.perf_counter() - self.started, 1))
+                      round(self.elapsed(), 1), r.pair_r1, r.pair_r4)
         self.outcome.points.append(point)
         self.log(f"[{point.photos:4d} photos] {label}: cold R@1 {r.cold_r1:.3f} Top-4 "
-                 f"{r.cold_r4:.3f} | warm R@1 {r.warm_r1:.3f} Top-4 {r.warm_r4:.3f} | gallery "
-                 f"{r.gallery_total} | model {point.model} ({time.perf_counter() - started:.0f} s)")
+                 f"{r.cold_r4:.3f} | warm R@1 {r.warm_r1:.3f} Top-4 {r.warm_r4:.3f} | 2-photo "
+                 f"R@1 {r.pair_r1:.3f} | gallery {r.gallery_total} | model {point.model} "
+                 f"({time.perf_counter() - started:.0f} s)")
+        self.save()
         return point
 
     # ----- the people ---------------------------------------------------------------------
@@ -218,16 +287,13 @@ class Simulation:
             self.log(run.error)
         return row
 
-    def prune_index_versions(self, keep: int = 2) -> None:
-        """Housekeeping for the simulation only: every gallery addition publishes a version."""
-        active = active_index_version()
-        stale = IndexVersion.objects.exclude(pk=active.pk if active else None).order_by(
-            "-created_at")[keep:]
-        for version in stale:
-            shutil.rmtree(settings.INDEX_DIR / version.name, ignore_errors=True)
+    def prune_index_versions(self) -> None:
+        """Every gallery addition publishes an index version: the retention policy runs."""
+        artifacts_prune()
 
     def over_time(self) -> bool:
-        return (time.perf_counter() - self.started) / 60 > self.cfg.max_minutes
+        return bool(self.cfg.max_minutes) and (
+            time.perf_counter() - self.started) / 60 > self.cfg.max_minutes
 
     @contextmanager
     def coalesced_index_sync(self) -> Iterator[None]:
@@ -254,26 +320,33 @@ class Simulation:
 
     def run(self) -> Outcome:
         self.setup()
-        self.measure("start")
+        if self.outcome.finished:
+            self.log("this simulation is finished already")
+            return self.outcome
+        if not self.outcome.points:
+            self.measure("start")
         with self.coalesced_index_sync():
-            for path, product, _coarse in self.stream:
+            for path, product, _coarse in self.stream[self.seen :]:
                 self.appraise(path, product)
                 self.seen += 1
                 self.review()
                 if self.seen % self.cfg.check_every == 0:
                     self.sync()
                     self.beat()
+                    self.save()
                     if self.over_time():
-                        self.log("time budget reached: the stream stops here")
-                        break
+                        self.log("time budget reached: stopping here (resume to continue)")
+                        return self.outcome
             self.sync()
         self.measure("end of stream")
         if self.cfg.shuffled_demo:
             self.log("training a deliberately broken model (shuffled labels) for the gate")
             run = training_run_request(trigger=TrainingRun.Trigger.MANUAL,
-                                       options={"shuffle_labels": True, "epochs": 4})
+                                       options={"shuffle_labels": True,
+                                                **self.cfg.shuffled_options})
             self.record_run(run.pk)
-        self.outcome.wall_s = round(time.perf_counter() - self.started, 1)
+        self.outcome.finished = True
+        self.save()
         return self.outcome
 
 
@@ -320,4 +393,5 @@ def read_json(path: Path) -> Outcome:
     data = json.loads(path.read_text())
     return Outcome(points=[Point(**p) for p in data["points"]], runs=data["runs"],
                    decisions=data["decisions"], bad_cases=data["bad_cases"],
-                   wall_s=data["wall_s"], config=data["config"])
+                   wall_s=data["wall_s"], config=data["config"],
+                   photos_seen=data.get("photos_seen", 0), finished=data.get("finished", False))

@@ -60,6 +60,17 @@ def promote_model(self: Task, promotion_id: int) -> None:
     except Exception as exc:  # noqa: BLE001 - shown on the models page; the old pair stays live
         logger.exception("promotion %s failed", promotion_id)
         promotion_fail(promotion_id=promotion_id, error=f"{type(exc).__name__}: {exc}")
+        return
+    prune_artifacts.delay()
+
+
+@shared_task(name="learning.prune_artifacts", acks_late=True, ignore_result=True)
+def prune_artifacts() -> int:
+    """Daily and after each promotion: the retention policy (webapp.learning.retention)."""
+    from webapp.learning.retention import artifacts_prune
+
+    report = artifacts_prune()
+    return len(report.index_versions) + len(report.checkpoints)
 
 
 @shared_task(name="learning.check_retraining", acks_late=True, ignore_result=True)

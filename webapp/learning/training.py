@@ -30,7 +30,7 @@ from webapp.learning.dataset import training_data_export
 from webapp.learning.gate import model_version_gate
 from webapp.learning.models import ModelVersion, TrainingRun
 from webapp.learning.registry import checkpoint_store, model_version_register
-from webapp.learning.selectors import training_run_in_flight
+from webapp.learning.selectors import live_model_ref, training_run_in_flight
 from webapp.review.models import BadCase
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,10 @@ def train_config(
     run: TrainingRun, *, data: str, out: Path, augment: dict[str, float]
 ) -> TrainConfig:
     """Defaults < settings < SKULENS_TRAIN_OPTIONS < the run's own options."""
+    live = live_model_ref()
     values: dict[str, Any] = {
+        # The live model seeds the run when its backbone, size and dim match the recipe's.
+        "warm_start": live if Path(live).is_file() else None,
         "backbone": settings.TRAIN_BACKBONE,
         "epochs": settings.TRAIN_EPOCHS,
         "image_size": settings.TRAIN_IMAGE_SIZE or None,
@@ -268,6 +271,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> bool:
     )
     trainer = Trainer(cfg)
     reporter.note(f"augmentation: {trainer.policy.describe()}")
+    reporter.note(f"starting from {trainer.warm_started_from or cfg.backbone + ' (pretrained)'}")
     trainer.fit(on_step=reporter)
     if trainer.cancelled:
         reporter.flush_now()

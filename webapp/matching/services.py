@@ -182,7 +182,7 @@ def _match_input(request_id: int) -> _MatchInput:
     plan = filter_plan(request)
     query = ml_gateway.MatchQuery(
         images,
-        allowed_reference_ids=plan.allowed_reference_ids,
+        allowed_ids=plan.allowed_reference_ids,
         corrected_boxes=[
             Box(*photo.box) if photo.box_source == QueryPhoto.BoxSource.CORRECTED else None
             for photo in photos

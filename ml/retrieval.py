@@ -1,0 +1,332 @@
+"""One retrieval path: isolate -> embed -> search -> fuse.
+
+Serving (the web app's worker), the promotion gate, the live measurement of the learning-loop
+simulation and ``python -m ml evaluate`` all rank through :func:`rank_vectors`, with the same
+search depth rule and the same fusion strategy, so the gate measures what serving does. Callers
+that start from photos use :class:`Retriever`; callers that already hold the item crops (the
+gate reads the isolation stored with each past match) enter at the embedding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from ml.fuse import DEFAULT_STRATEGY, STRATEGIES, rank_skus
+from ml.index import VectorIndex
+from ml.segment import grabcut_mask, isolate
+from ml.types import Box, Isolation, SkuScore
+
+# References retrieved per photo before fusion, whatever the number of candidates shown: a
+# ranking cut at 4 (the gate) is then a prefix of the same ranking cut at 8 (the page). It is
+# deep enough for 8 SKUs with ~20 appraisal images each to surface, and cheap on a flat or IVF
+# index (docs/benchmarks.md, "Index at 1M vectors").
+DEFAULT_SEARCH_DEPTH = 200
+SEGMENTATIONS = ("grabcut", "none")
+
+SkuLookup = Callable[[Collection[int]], Mapping[int, int]]
+
+
+class ImageEmbedder(Protocol):
+    """What retrieval needs of a model: ``embed(images) -> [n, dim]`` L2-normalised float32."""
+
+    name: str
+    dim: int
+
+    def embed(self, images: Sequence[Image.Image], *, batch_size: int = 32) -> np.ndarray: ...
+
+
+class Found(Protocol):
+    """One detected item (e.g. :class:`ml.yolo.Detection`)."""
+
+    @property
+    def box(self) -> Box: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def mask(self) -> np.ndarray | None: ...  # [height, width] bool from a segmentation model
+
+
+class ItemDetector(Protocol):
+    """Best detection per image among ``classes`` (any class when empty), or None."""
+
+    name: str
+
+    def detect_all(
+        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
+    ) -> Sequence[Found | None]: ...
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How photos become one ranking; shared by every caller."""
+
+    strategy: str = DEFAULT_STRATEGY
+    search_depth: int = DEFAULT_SEARCH_DEPTH
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"fusion strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.search_depth < 1:
+            raise ValueError("search_depth must be at least 1")
+
+    def depth(self, available: int) -> int:
+        """References to retrieve per photo when ``available`` pass the filter."""
+        return max(1, min(self.search_depth, available))
+
+
+DEFAULT_CONFIG = RetrievalConfig()
+
+
+@dataclass(frozen=True)
+class Query:
+    """One item: its photos and what constrains the search."""
+
+    images: Sequence[Image.Image]
+    allowed_ids: np.ndarray | None = None  # [m] reference ids the filters allow; None = all
+    corrected_boxes: Sequence[Box | None] | None = None  # per photo, the appraiser's box
+    detection_classes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """One query's result: candidates best first, how each photo was isolated, stage timings."""
+
+    candidates: list[SkuScore]
+    isolations: list[Isolation]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def lookup_from(mapping: Mapping[int, int]) -> SkuLookup:
+    """A :data:`SkuLookup` over a fixed reference id -> SKU id mapping."""
+    return lambda ids: {i: mapping[i] for i in ids if i in mapping}
+
+
+class Isolator:
+    """Subject isolation: detect the item (unless the appraiser drew its box), segment it
+    inside the box, and crop it onto a neutral background; the full frame when nothing is found.
+    """
+
+    def __init__(self, detector: ItemDetector | None = None, *, segmentation: str = "grabcut"):
+        if segmentation not in SEGMENTATIONS:
+            raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        self.detector = detector
+        self.segmentation = segmentation
+
+    @property
+    def name(self) -> str:
+        """Everything about isolation that shapes a vector."""
+        found = self.detector.name if self.detector is not None else "full-frame"
+        return f"{found}|{self.segmentation}"
+
+    def isolate(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        corrected_boxes: Sequence[Box | None] | None = None,
+        classes: Sequence[str] = (),
+        timings: dict[str, float] | None = None,
+    ) -> tuple[list[Image.Image], list[Isolation]]:
+        """Crops and isolations, one per image; ``timings`` gets ``detect`` and ``segment`` ms."""
+        timings = {} if timings is None else timings
+        boxes = list(corrected_boxes) if corrected_boxes is not None else [None] * len(images)
+        if len(boxes) != len(images):
+            raise ValueError("one corrected box (or None) per image")
+        started = time.perf_counter()
+        to_detect = [i for i, box in enumerate(boxes) if box is None]
+        detections: dict[int, Found | None] = {}
+        if to_detect and self.detector is not None:
+            found = self.detector.detect_all([images[i] for i in to_detect], classes=classes)
+            detections = dict(zip(to_detect, found, strict=True))
+        timings["detect"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        crops: list[Image.Image] = []
+        isolations: list[Isolation] = []
+        for i, image in enumerate(images):
+            corrected, detection = boxes[i], detections.get(i)
+            if corrected is not None:
+                box, source, label, confidence = corrected, "corrected", "", None
+            elif detection is not None:
+                box, source = detection.box, "detector"
+                label, confidence = detection.label, detection.confidence
+                outline = detection.mask
+                if outline is not None:  # a segmentation model outlined the item already
+                    isolations.append(Isolation(box, source, label, confidence, outline))
+                    crops.append(isolate(image, box, outline))
+                    continue
+            else:
+                full = Box(0.0, 0.0, float(image.width), float(image.height))
+                isolations.append(Isolation(full, "full_frame"))
+                crops.append(image)
+                continue
+            mask = grabcut_mask(image, box) if self.segmentation == "grabcut" else None
+            isolations.append(Isolation(box, source, label, confidence, mask))
+            crops.append(isolate(image, box, mask))
+        timings["segment"] = (time.perf_counter() - started) * 1000
+        return crops, isolations
+
+
+def rank_vectors(
+    vectors_per_query: Sequence[np.ndarray],
+    index: VectorIndex,
+    sku_of: SkuLookup,
+    *,
+    allowed: Sequence[np.ndarray | None] | None = None,
+    top_k: int,
+    config: RetrievalConfig = DEFAULT_CONFIG,
+    timings: Sequence[dict[str, float]] | None = None,
+) -> list[list[SkuScore]]:
+    """Search and fuse: the one place a query's photo vectors become a SKU ranking.
+
+    Args:
+        vectors_per_query: per query, ``[n_photos, dim]`` L2-normalised photo embeddings.
+        index: reference vectors keyed by reference id.
+        sku_of: reference ids -> SKU ids; references it leaves out (a deactivated SKU, a
+            reference deleted since the index was built) are not offered.
+        allowed: per query, the ``[m]`` reference ids the filters allow (None = all).
+        top_k: SKUs to return per query.
+        config: fusion strategy and search depth.
+        timings: per query, a dict that gets ``search`` and ``fuse`` milliseconds.
+
+    Returns:
+        Per query, up to ``top_k`` :class:`SkuScore` by score descending.
+    """
+    allowed = list(allowed) if allowed is not None else [None] * len(vectors_per_query)
+    if len(allowed) != len(vectors_per_query):
+        raise ValueError("one allowed-id array (or None) per query")
+    searched: list[tuple[np.ndarray, np.ndarray]] = []
+    search_ms: list[float] = []
+    for vectors, ids in zip(vectors_per_query, allowed, strict=True):
+        started = time.perf_counter()
+        available = index.ntotal if ids is None else len(ids)
+        searched.append(index.search(vectors, config.depth(available), allowed_ids=ids))
+        search_ms.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    hit_ids = {int(i) for _, ids in searched for i in ids.ravel().tolist() if i >= 0}
+    mapping = sku_of(hit_ids)
+    lookup_ms = (time.perf_counter() - started) * 1000 / max(1, len(searched))
+    rankings = []
+    for q, (cosines, reference_ids) in enumerate(searched):
+        started = time.perf_counter()
+        rankings.append(rank_skus(cosines, reference_ids, mapping, top_k=top_k,
+                                  strategy=config.strategy))
+        if timings is not None:
+            timings[q]["search"] = search_ms[q]
+            timings[q]["fuse"] = (time.perf_counter() - started) * 1000 + lookup_ms
+    return rankings
+
+
+class Retriever:
+    """Photos to SKU rankings with one model and one index, several queries at a time.
+
+    Queries are isolated together per set of detector classes (one detector call each), all
+    their crops are embedded in one pass, then each query is searched and fused on its own.
+    A query's stage timings are its share of the batch's, by photo count."""
+
+    def __init__(
+        self,
+        *,
+        embedder: ImageEmbedder,
+        index: VectorIndex,
+        sku_of: SkuLookup,
+        isolator: Isolator | None = None,
+        config: RetrievalConfig = DEFAULT_CONFIG,
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.sku_of = sku_of
+        self.isolator = isolator or Isolator(None, segmentation="none")
+        self.config = config
+
+    def embed_queries(
+        self, queries: Sequence[Query], *, timings: Sequence[dict[str, float]] | None = None
+    ) -> tuple[list[np.ndarray], list[list[Isolation]]]:
+        """Isolate and embed: per query ``[n_photos, dim]`` vectors and the isolations."""
+        timings = timings if timings is not None else [{} for _ in queries]
+        crops: list[list[Image.Image]] = [[] for _ in queries]
+        isolations: list[list[Isolation]] = [[] for _ in queries]
+        by_classes: dict[tuple[str, ...], list[int]] = {}
+        for q, query in enumerate(queries):
+            if not query.images:
+                raise ValueError("a query needs at least one photo")
+            by_classes.setdefault(tuple(query.detection_classes), []).append(q)
+        for classes, members in by_classes.items():
+            group_timings: dict[str, float] = {}
+            group_crops, group_isolations = self.isolator.isolate(
+                [image for q in members for image in queries[q].images],
+                corrected_boxes=[
+                    box for q in members
+                    for box in (queries[q].corrected_boxes or [None] * len(queries[q].images))
+                ],
+                classes=classes,
+                timings=group_timings,
+            )
+            start = 0
+            for q in members:
+                n = len(queries[q].images)
+                crops[q] = group_crops[start : start + n]
+                isolations[q] = group_isolations[start : start + n]
+                timings[q].update(
+                    {k: v * n / len(group_crops) for k, v in group_timings.items()}
+                )
+                start += n
+        every_crop = [crop for query_crops in crops for crop in query_crops]
+        started = time.perf_counter()
+        vectors = self.embedder.embed(every_crop, batch_size=max(1, len(every_crop)))
+        embed_ms = (time.perf_counter() - started) * 1000
+        out, start = [], 0
+        for q in range(len(queries)):
+            n = len(crops[q])
+            out.append(vectors[start : start + n])
+            timings[q]["embed"] = embed_ms * n / len(every_crop)
+            start += n
+        return out, isolations
+
+    def rank(
+        self,
+        vectors_per_query: Sequence[np.ndarray],
+        *,
+        allowed: Sequence[np.ndarray | None] | None = None,
+        top_k: int,
+        timings: Sequence[dict[str, float]] | None = None,
+    ) -> list[list[SkuScore]]:
+        return rank_vectors(vectors_per_query, self.index, self.sku_of, allowed=allowed,
+                            top_k=top_k, config=self.config, timings=timings)
+
+    def retrieve(self, queries: Sequence[Query], *, top_k: int) -> list[Retrieval]:
+        """The whole path for each query."""
+        if not queries:
+            return []
+        timings: list[dict[str, float]] = [{} for _ in queries]
+        vectors, isolations = self.embed_queries(queries, timings=timings)
+        rankings = self.rank(vectors, allowed=[q.allowed_ids for q in queries], top_k=top_k,
+                             timings=timings)
+        return [
+            Retrieval(ranking, isolations[q], timings[q]) for q, ranking in enumerate(rankings)
+        ]
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_SEARCH_DEPTH",
+    "Found",
+    "ImageEmbedder",
+    "Isolator",
+    "ItemDetector",
+    "Query",
+    "Retrieval",
+    "RetrievalConfig",
+    "Retriever",
+    "SkuLookup",
+    "lookup_from",
+    "rank_vectors",
+]
