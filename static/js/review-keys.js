@@ -27,6 +27,6 @@ document.addEventListener("keydown", function (event) {
 // The undo button leaves when its window closes (the server refuses a late undo anyway).
 setInterval(function () {
   document.querySelectorAll(".undo-form[data-deadline]").forEach((form) => {
-    if (Date.now() > Date.parse(form.dataset.deadline)) form.remove();
+    if (Date.now() > parseInt(form.dataset.deadline, 10) * 1000) form.remove();
   });
 }, 1000);

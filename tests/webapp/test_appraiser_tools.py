@@ -424,6 +424,9 @@ def test_history_page_paginates_and_answers_htmx_with_the_table(appraiser, other
     assert f'data-item="{green.pk}"' in numbered
     for params in ({"page": "abc"}, {"page": 999}, {"show": "<script>"}, {"q": "'\"%_\\"}):
         assert client.get(reverse("matching:history"), params).status_code == 200
+    # A malformed filter falls back to its default without dropping the search.
+    kept = client.get(reverse("matching:history"), {"q": "green", "show": "bogus"})
+    assert kept.content.decode().count('<tr data-item="') == 1
     assert 'id="all-items"' in client.get(reverse("matching:home")).content.decode()
 
 

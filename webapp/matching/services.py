@@ -464,8 +464,8 @@ def decision_undo(*, decision: Decision, user: AbstractBaseUser) -> MatchRequest
     from webapp.review.models import BadCase
 
     with transaction.atomic():
-        locked = (Decision.objects.select_for_update().select_related("sku")
-                  .filter(pk=decision.pk).first())
+        # No select_related: PostgreSQL cannot lock the nullable side of an outer join.
+        locked = Decision.objects.select_for_update().filter(pk=decision.pk).first()
         if locked is None:
             raise DecisionError("This decision has already been undone.")
         if locked.decided_by_id != user.pk:

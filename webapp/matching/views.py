@@ -161,7 +161,8 @@ HISTORY_PAGE = 25
 @require_GET
 def history(request: HttpRequest) -> TemplateResponse:
     form = HistoryForm(request.GET)
-    data = form.cleaned_data if form.is_valid() else {}
+    form.is_valid()  # a malformed field falls back to its default; the others still apply
+    data = form.cleaned_data
     query, show = data.get("q") or "", data.get("show") or "all"
     items = request_history(user=request.user, query=query, show=show)
     page = Paginator(items, HISTORY_PAGE).get_page(data.get("page") or 1)
