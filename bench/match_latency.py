@@ -13,7 +13,15 @@ catalogue instead, uploads its val photos and targets COCO's fruit and vegetable
 that detection finds the item and GrabCut segments it: the full path with every stage.
 
 `--backlog N` measures throughput instead: N one-photo requests wait in the queue and a worker
-drains them, with batching off (SKULENS_MATCH_BATCH=1) and on (8), alternating, `--runs` rounds.
+drains them, with batching off (SKULENS_MATCH_BATCH=1) and on (8; `--batches`), alternating,
+`--runs` rounds.
+
+`--runtimes today,auto` runs the same requests through several inference runtime choices side
+by side in one process, request by request (or round by round with `--backlog`):
+`today` = ultralytics' predictor (LiteRT) and PyTorch, the paths before issue 15; `auto` = the
+settings' defaults (`SKULENS_DETECTOR_BACKEND`, `SKULENS_EMBED_BACKEND`); or
+`<detector>:<embedding>` backend names. Each prints its end-to-end and stage medians and the
+ratio of the end-to-end median to detection + embedding alone.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     parser.add_argument("--grocery", type=Path, help="Grocery Store Dataset root (see above)")
     parser.add_argument("--backlog", type=int, default=0, help="queued requests to drain")
+    parser.add_argument("--batches", default="1,8", help="SKULENS_MATCH_BATCH values (backlog)")
+    parser.add_argument("--runtimes", default="auto",
+                        help="comma-separated: today, auto or <detector>:<embedding> backends")
     args = parser.parse_args()
 
     var = Path(tempfile.mkdtemp(prefix="skulens-bench-"))
@@ -81,35 +93,114 @@ def main() -> None:
         return total_ms - sum(done.timings_ms.values()), total_ms, done.timings_ms
 
     found = []
-    one(photos[0])  # warm-up: model and index load once per process
+    runtimes = _load_runtimes(args.runtimes.split(","))
+    for use in runtimes.values():
+        with use():
+            one(photos[0])  # warm-up: model and index load once per process
     if args.backlog:
-        _drain_backlogs(user, photos, args.backlog, args.runs)
+        batches = [int(b) for b in args.batches.split(",")]
+        _drain_backlogs(user, photos, args.backlog, args.runs, batches, runtimes)
         return
-    totals, creates, stages = [], [], []
+    found.clear()
+    results: dict[str, dict[str, list]] = {
+        name: {"totals": [], "creates": [], "stages": []} for name in runtimes
+    }
     for i in range(args.runs):
-        create_ms, total_ms, timings = one(photos[i % len(photos)])
-        totals.append(total_ms)
-        creates.append(create_ms)
-        stages.append(timings)
+        for name, use in runtimes.items():  # side by side: each photo through every choice
+            with use():
+                create_ms, total_ms, timings = one(photos[i % len(photos)])
+            results[name]["totals"].append(total_ms)
+            results[name]["creates"].append(create_ms)
+            results[name]["stages"].append(timings)
 
     def median(values: list[float]) -> float:
         return statistics.median(values)
 
     print(f"# match latency, {platform.node()} ({os.cpu_count()} CPU, "
           f"torch threads {__import__('torch').get_num_threads()}), "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_cpu_model()}")
     print(f"catalogue: {SKUImage.objects.count()} reference images; runs: {args.runs}; "
           f"jemalloc: {'jemalloc' in os.environ.get('LD_PRELOAD', '')}")
     print(f"photos: {photos[0].parent.parent.parent.name if args.grocery else 'demo'}; "
-          f"box source: { {k: found[1:].count(k) for k in sorted(set(found[1:]))} }")
-    print(f"upload -> stored candidates, one photo: median {median(totals):.1f} ms, "
-          f"p90 {sorted(totals)[int(0.9 * len(totals)) - 1]:.1f} ms")
-    print(f"  validate + save photo + claim: median {median(creates):.1f} ms")
-    for stage in stages[0]:
-        print(f"  {stage:<8} median {median([s[stage] for s in stages]):.1f} ms")
+          f"box source: { {k: found.count(k) for k in sorted(set(found))} }")
+    stage_medians: dict[str, dict[str, float]] = {}
+    for name, result in results.items():
+        totals, stages = result["totals"], result["stages"]
+        stage_medians[name] = {stage: median([s[stage] for s in stages]) for stage in stages[0]}
+        alone = stage_medians[name].get("detect", 0.0) + stage_medians[name].get("embed", 0.0)
+        print(f"runtimes {name} ({runtimes[name].label}):")
+        print(f"  upload -> stored candidates, one photo: median {median(totals):.1f} ms, "
+              f"p90 {sorted(totals)[int(0.9 * len(totals)) - 1]:.1f} ms; "
+              f"end to end / (detect + embed) = {median(totals) / alone:.2f}x")
+        print(f"  validate + save photo + claim: median {median(result['creates']):.1f} ms")
+        for stage, value in stage_medians[name].items():
+            print(f"  {stage:<8} median {value:.1f} ms")
+    names = list(results)
+    for other in names[1:]:
+        first = names[0]
+        speedups = [
+            f"{stage} {stage_medians[first][stage] / stage_medians[other][stage]:.2f}x"
+            for stage in ("detect", "embed") if stage_medians[other].get(stage)
+        ]
+        end_to_end = median(results[first]["totals"]) / median(results[other]["totals"])
+        print(f"{first} / {other}: {', '.join(speedups)}, end to end {end_to_end:.2f}x")
 
 
-def _drain_backlogs(user: object, photos: list[Path], backlog: int, rounds: int) -> None:
+class _Runtime:
+    """One choice of inference runtimes, loaded once; `with choice():` routes the gateway to it."""
+
+    def __init__(self, label: str, detector: object, embedder: object) -> None:
+        self.label, self.detector, self.embedder = label, detector, embedder
+
+    def __call__(self):
+        from unittest import mock
+
+        from webapp import ml_gateway
+
+        stack = ExitStack()
+        stack.enter_context(mock.patch.object(ml_gateway, "detector", lambda: self.detector))
+        stack.enter_context(
+            mock.patch.object(ml_gateway, "_embedder", lambda model_ref: self.embedder)
+        )
+        return stack
+
+
+def _load_runtimes(names: list[str]) -> dict[str, _Runtime]:
+    from django.conf import settings
+
+    from webapp import ml_gateway
+
+    defaults = (settings.DETECTOR_BACKEND, settings.EMBED_BACKEND)
+    loaded = {}
+    for name in names:
+        detector_backend, embed_backend = {
+            "today": ("ultralytics", "torch"), "auto": defaults,
+        }.get(name) or tuple(name.split(":"))
+        settings.DETECTOR_BACKEND, settings.EMBED_BACKEND = detector_backend, embed_backend
+        ml_gateway.detector.cache_clear()
+        ml_gateway._embedder.cache_clear()
+        detector, embedder = ml_gateway.detector(), ml_gateway.embedder()
+        label = (f"detector {getattr(detector, 'backend', 'none')}, "
+                 f"embedding {embedder.backend}")
+        loaded[name] = _Runtime(label, detector, embedder)
+    settings.DETECTOR_BACKEND, settings.EMBED_BACKEND = defaults
+    return loaded
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _drain_backlogs(
+    user: object, photos: list[Path], backlog: int, rounds: int, batches: list[int],
+    runtimes: dict[str, _Runtime],
+) -> None:
     """Photos per second through the worker with a queue of `backlog` one-photo requests."""
     from unittest import mock
 
@@ -135,19 +226,28 @@ def _drain_backlogs(user: object, photos: list[Path], backlog: int, rounds: int)
         assert done == backlog, f"{backlog - done} requests did not finish"
         return backlog / seconds
 
-    rates: dict[int, list[float]] = {1: [], 8: []}
+    rates: dict[tuple[str, int], list[float]] = {
+        (name, batch): [] for name in runtimes for batch in batches
+    }
     for _ in range(rounds):
-        for batch in rates:
-            rates[batch].append(drain(batch))
+        for name, batch in rates:
+            with runtimes[name]():
+                rates[name, batch].append(drain(batch))
     print(f"# match throughput, {platform.node()} ({os.cpu_count()} CPU, "
           f"torch threads {__import__('torch').get_num_threads()}), "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_cpu_model()}")
     print(f"backlog {backlog} one-photo requests, {rounds} rounds each, alternating; "
           f"photos: {'grocery val' if 'val' in str(photos[0]) else 'demo'}")
-    for batch, values in rates.items():
-        print(f"  SKULENS_MATCH_BATCH={batch}: median {statistics.median(values):.2f} photos/s "
+    medians = {key: statistics.median(values) for key, values in rates.items()}
+    for (name, batch), values in rates.items():
+        print(f"  runtimes {name} ({runtimes[name].label}), SKULENS_MATCH_BATCH={batch}: "
+              f"median {medians[name, batch]:.2f} photos/s "
               f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
-    print(f"  batched / alone: {statistics.median(rates[8]) / statistics.median(rates[1]):.2f}x")
+    first = next(iter(runtimes))
+    for name, batch in rates:
+        if (name, batch) != (first, batches[0]):
+            print(f"  {name} batch {batch} / {first} batch {batches[0]}: "
+                  f"{medians[name, batch] / medians[first, batches[0]]:.2f}x")
 
 
 # COCO classes a grocery val photo of fruit or vegetables can show.

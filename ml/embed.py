@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ml.backends.embedding import EmbeddingRuntime
 from ml.model import (
     BACKBONES,
     DEFAULT_BACKBONE,
@@ -21,6 +23,8 @@ from ml.model import (
     load_checkpoint,
     preprocess,
 )
+
+logger = logging.getLogger(__name__)
 
 _requested_threads: int | None = None
 
@@ -59,17 +63,33 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 class Embedder:
     """An :class:`EmbeddingNet` in eval mode on one device, embedding batches of PIL images.
 
+    The forward pass runs in PyTorch, or, on a CPU, in an exported runtime
+    (:mod:`ml.backends.embedding`) that reproduces it; the PyTorch network is kept either way.
+
     Attributes:
         name: model version string, stable for a given weights file (e.g.
-            ``"efficientnet_lite0-imagenet"`` or ``"<checkpoint stem>-<sha256[:12]>"``).
+            ``"efficientnet_lite0-imagenet"`` or ``"<checkpoint stem>-<sha256[:12]>"``); the
+            float32 runtimes give the same vectors, so they share it.
         dim: embedding size.
+        backend: ``"torch"`` or the exported runtime's name.
     """
 
-    def __init__(self, model: EmbeddingNet, *, name: str, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        *,
+        name: str,
+        device: str = "auto",
+        runtime: EmbeddingRuntime | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
+        if runtime is not None and self.device.type != "cpu":
+            raise ValueError(f"the {runtime.backend} runtime runs on the CPU, not {self.device}")
         self.model = model.to(self.device).eval()
+        self.runtime = runtime
+        self.backend = runtime.backend if runtime is not None else "torch"
         self.name = name
         self.dim = model.dim
         self.image_size = model.image_size
@@ -89,6 +109,8 @@ class Embedder:
 
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
         """Already preprocessed ``x [n, 3, H, W]`` -> ``[n, dim]`` float32."""
+        if self.runtime is not None:
+            return self.runtime(x.numpy())
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.device.type == "cuda"
@@ -196,7 +218,81 @@ def measure_latency(
     }
 
 
-def load_embedder(model: str | None = None, *, device: str = "auto") -> Embedder:
+def default_export_dir() -> Path:
+    """Where exports of pretrained backbones (and of read-only checkpoints) are cached."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "skulens" / "exports"
+
+
+def _export_location(
+    model: str, net: EmbeddingNet, checkpoint: Path | None, source_sha256: str, export_dir: Path
+) -> Path:
+    """Beside the checkpoint when its folder is writable, else in ``export_dir``."""
+    from ml.backends.export import export_key
+
+    key = export_key(source_sha256, net)
+    if checkpoint is not None:
+        beside = checkpoint.with_name(f"{checkpoint.name}.{key}.onnx")
+        if os.access(checkpoint.parent, os.W_OK):
+            return beside
+        return export_dir / beside.name
+    return export_dir / f"{model.replace(':', '-')}-{net.image_size}.{key}.onnx"
+
+
+def _pretrained_source_sha256(model: str, net: EmbeddingNet) -> str:
+    """Hash of what a pretrained backbone's weights came from (its installed weights file)."""
+    if model in BACKBONES:
+        return file_sha256(BACKBONES[model].weights_path())
+    weights = net.config.get("weights_path")
+    if weights and Path(str(weights)).is_file():
+        return file_sha256(str(weights))
+    # timm hub weights: hash the tensors themselves.
+    digest = hashlib.sha256()
+    for key, tensor in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def exported_runtime(
+    net: EmbeddingNet,
+    backend: str,
+    *,
+    location: Path,
+    key: str,
+    threads: int,
+) -> EmbeddingRuntime:
+    """The runtime ``backend`` on the cached export at ``location`` (built when missing, stale
+    or corrupt), checked against PyTorch on a probe batch; a cached export that fails the
+    check is rebuilt once, a fresh one that fails raises :class:`ExportMismatchError`."""
+    from ml.backends.embedding import open_embedding_runtime
+    from ml.backends.export import ExportMismatchError, check_against_reference, ensure_export
+
+    for rebuild in (False, True):
+        path = ensure_export(net, location, key=key, rebuild=rebuild)
+        try:
+            runtime = open_embedding_runtime(backend, path, threads=threads)
+            check_against_reference(net, runtime)
+            return runtime
+        except ExportMismatchError:
+            if rebuild:
+                raise
+            logger.warning("embedding export %s does not reproduce PyTorch: rebuilding it", path)
+        except Exception as exc:  # noqa: BLE001 - a file the runtime cannot parse is corrupt
+            if rebuild:
+                raise
+            logger.warning("embedding export %s unreadable (%s): rebuilding it", path, exc)
+    raise AssertionError("unreachable")
+
+
+def load_embedder(
+    model: str | None = None,
+    *,
+    device: str = "auto",
+    backend: str = "auto",
+    export_dir: str | Path | None = None,
+    threads: int = 0,
+) -> Embedder:
     """Build an :class:`Embedder`.
 
     Args:
@@ -204,25 +300,53 @@ def load_embedder(model: str | None = None, *, device: str = "auto") -> Embedder
             (``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"timm:<name>"``...),
             or the path of a checkpoint written by :func:`ml.model.save_checkpoint`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        backend: ``"auto"`` (CPU: the fastest installed runtime; CUDA: PyTorch), ``"torch"``,
+            ``"openvino"`` or ``"onnxruntime"`` (:data:`ml.backends.EMBED_BACKENDS`).
+        export_dir: cache for exports of pretrained backbones and of checkpoints in read-only
+            folders (default :func:`default_export_dir`).
+        threads: CPU threads of an exported runtime (0: torch's, :func:`configure_threads`).
     """
+    from ml.backends import resolve_embed_backend
+
     model = model or DEFAULT_BACKBONE
     path = Path(model)
+    checkpoint: Path | None = None
     if path.is_file():
         net, _config = load_checkpoint(path)
-        name = f"{path.stem}-{file_sha256(path)[:12]}"
+        source_sha256 = file_sha256(path)
+        name = f"{path.stem}-{source_sha256[:12]}"
+        checkpoint = path
     elif is_known_backbone(model):
         net = build_model(model, pretrained=True)
         name = f"{model.replace(':', '-')}-imagenet"
+        source_sha256 = ""
     else:
         known = ", ".join(sorted(BACKBONES))
         raise FileNotFoundError(f"{model!r} is neither a checkpoint file nor a backbone ({known})")
-    return Embedder(net, name=name, device=device)
+    resolved = resolve_embed_backend(backend, resolve_device(device).type)
+    if resolved == "torch":
+        return Embedder(net, name=name, device=device)
+    from ml.backends.export import export_key
+
+    net = net.cpu().eval()
+    if checkpoint is None:
+        source_sha256 = _pretrained_source_sha256(model, net)
+    location = _export_location(
+        model, net, checkpoint, source_sha256, Path(export_dir or default_export_dir())
+    )
+    runtime = exported_runtime(
+        net, resolved, location=location, key=export_key(source_sha256, net),
+        threads=threads or configure_threads(),
+    )
+    return Embedder(net, name=name, device="cpu", runtime=runtime)
 
 
 __all__ = [
     "Embedder",
     "configure_threads",
+    "default_export_dir",
     "embed_files",
+    "exported_runtime",
     "file_sha256",
     "load_embedder",
     "measure_latency",

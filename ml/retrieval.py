@@ -10,16 +10,17 @@ gate reads the isolation stored with each past match) enter at the embedding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES, rank_skus
 from ml.index import VectorIndex
-from ml.segment import grabcut_mask, isolate
+from ml.segment import grabcut_mask, grabcut_version, isolate
 from ml.types import Box, Isolation, SkuScore
 
 # References retrieved per photo before fusion, whatever the number of candidates shown: a
@@ -104,6 +105,36 @@ class Retrieval:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+ItemT = TypeVar("ItemT")
+MidT = TypeVar("MidT")
+OutT = TypeVar("OutT")
+
+
+def overlapped(
+    items: Iterable[ItemT], first: Callable[[ItemT], MidT], second: Callable[[MidT], OutT]
+) -> list[OutT]:
+    """``[second(first(item)) for item in items]``, with ``first`` of the next item running in
+    a background thread while ``second`` of the current one runs in the caller's.
+
+    Two stages in flight at most: with each stage's runtime given half the cores (the worker
+    splits them, ``ml.backends``), they share the machine without oversubscribing it. The
+    native runtimes (LiteRT, OpenVINO, ONNX Runtime, OpenCV, torch) release the GIL while they
+    compute, so the two stages really run at once.
+    """
+    items = list(items)
+    if len(items) < 2:
+        return [second(first(item)) for item in items]
+    out: list[OutT] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="isolate") as pool:
+        pending = pool.submit(first, items[0])
+        for nxt in items[1:]:
+            ready = pending.result()
+            pending = pool.submit(first, nxt)
+            out.append(second(ready))
+        out.append(second(pending.result()))
+    return out
+
+
 def lookup_from(mapping: Mapping[int, int]) -> SkuLookup:
     """A :data:`SkuLookup` over a fixed reference id -> SKU id mapping."""
     return lambda ids: {i: mapping[i] for i in ids if i in mapping}
@@ -124,7 +155,9 @@ class Isolator:
     def name(self) -> str:
         """Everything about isolation that shapes a vector."""
         found = self.detector.name if self.detector is not None else "full-frame"
-        return f"{found}|{self.segmentation}"
+        # GrabCut's own settings too: changing them changes every mask (issue 15).
+        segmentation = grabcut_version() if self.segmentation == "grabcut" else self.segmentation
+        return f"{found}|{segmentation}"
 
     def isolate(
         self,
@@ -230,7 +263,10 @@ class Retriever:
 
     Queries are isolated together per set of detector classes (one detector call each), all
     their crops are embedded in one pass, then each query is searched and fused on its own.
-    A query's stage timings are its share of the batch's, by photo count."""
+    With ``overlap_photos`` > 0 the photos instead go through in steps of that many, detection
+    and segmentation of the next step overlapping the embedding of the current one
+    (:func:`overlapped`). A query's stage timings are its share of its step's, by photo count.
+    """
 
     def __init__(
         self,
@@ -240,56 +276,81 @@ class Retriever:
         sku_of: SkuLookup,
         isolator: Isolator | None = None,
         config: RetrievalConfig = DEFAULT_CONFIG,
+        overlap_photos: int = 0,
     ) -> None:
+        if overlap_photos < 0:
+            raise ValueError("overlap_photos must be >= 0")
         self.embedder = embedder
         self.index = index
         self.sku_of = sku_of
         self.isolator = isolator or Isolator(None, segmentation="none")
         self.config = config
+        self.overlap_photos = overlap_photos
 
     def embed_queries(
         self, queries: Sequence[Query], *, timings: Sequence[dict[str, float]] | None = None
     ) -> tuple[list[np.ndarray], list[list[Isolation]]]:
         """Isolate and embed: per query ``[n_photos, dim]`` vectors and the isolations."""
         timings = timings if timings is not None else [{} for _ in queries]
-        crops: list[list[Image.Image]] = [[] for _ in queries]
-        isolations: list[list[Isolation]] = [[] for _ in queries]
-        by_classes: dict[tuple[str, ...], list[int]] = {}
+        by_classes: dict[tuple[str, ...], list[tuple[int, int]]] = {}
         for q, query in enumerate(queries):
             if not query.images:
                 raise ValueError("a query needs at least one photo")
-            by_classes.setdefault(tuple(query.detection_classes), []).append(q)
-        for classes, members in by_classes.items():
-            group_timings: dict[str, float] = {}
-            group_crops, group_isolations = self.isolator.isolate(
-                [image for q in members for image in queries[q].images],
+            photos = by_classes.setdefault(tuple(query.detection_classes), [])
+            photos.extend((q, i) for i in range(len(query.images)))
+        # A step: photos (query, photo index) sharing detector classes, isolated in one call.
+        steps: list[tuple[tuple[str, ...], list[tuple[int, int]]]] = []
+        for classes, photos in by_classes.items():
+            size = self.overlap_photos or len(photos)
+            steps.extend((classes, photos[i : i + size]) for i in range(0, len(photos), size))
+
+        def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple:
+            classes, photos = step
+            step_timings: dict[str, float] = {}
+            crops, isolations = self.isolator.isolate(
+                [queries[q].images[i] for q, i in photos],
                 corrected_boxes=[
-                    box for q in members
-                    for box in (queries[q].corrected_boxes or [None] * len(queries[q].images))
+                    (queries[q].corrected_boxes or [None] * len(queries[q].images))[i]
+                    for q, i in photos
                 ],
                 classes=classes,
-                timings=group_timings,
+                timings=step_timings,
             )
-            start = 0
-            for q in members:
-                n = len(queries[q].images)
-                crops[q] = group_crops[start : start + n]
-                isolations[q] = group_isolations[start : start + n]
-                timings[q].update(
-                    {k: v * n / len(group_crops) for k, v in group_timings.items()}
-                )
-                start += n
-        every_crop = [crop for query_crops in crops for crop in query_crops]
-        started = time.perf_counter()
-        vectors = self.embedder.embed(every_crop, batch_size=max(1, len(every_crop)))
-        embed_ms = (time.perf_counter() - started) * 1000
-        out, start = [], 0
+            return photos, crops, isolations, step_timings
+
+        def embed_step(isolated: tuple) -> tuple:
+            photos, crops, isolations, step_timings = isolated
+            started = time.perf_counter()
+            vectors = self.embedder.embed(crops, batch_size=max(1, len(crops)))
+            step_timings["embed"] = (time.perf_counter() - started) * 1000
+            return photos, vectors, isolations, step_timings
+
+        if self.overlap_photos:
+            done = overlapped(steps, isolate_step, embed_step)
+        else:  # isolate everything, then one embedding pass for every photo
+            isolated = [isolate_step(step) for step in steps]
+            every = embed_step(([p for s in isolated for p in s[0]],
+                                [c for s in isolated for c in s[1]], [], {}))
+            done, start = [], 0
+            for photos, _crops, step_isolations, step_timings in isolated:
+                share = every[3]["embed"] * len(photos) / len(every[0])
+                vectors = every[1][start : start + len(photos)]
+                done.append((photos, vectors, step_isolations, step_timings | {"embed": share}))
+                start += len(photos)
+
+        dim = self.embedder.dim
+        out = [np.empty((len(query.images), dim), np.float32) for query in queries]
+        isolations: list[list[Isolation | None]] = [[None] * len(q.images) for q in queries]
         for q in range(len(queries)):
-            n = len(crops[q])
-            out.append(vectors[start : start + n])
-            timings[q]["embed"] = embed_ms * n / len(every_crop)
-            start += n
-        return out, isolations
+            for stage in ("detect", "segment", "embed"):
+                timings[q][stage] = 0.0
+        for photos, vectors, step_isolations, step_timings in done:
+            for (q, i), vector, isolation in zip(photos, vectors, step_isolations, strict=True):
+                out[q][i] = vector
+                isolations[q][i] = isolation
+                for stage, ms in step_timings.items():
+                    timings[q][stage] += ms / len(photos)
+        return out, [[iso for iso in row if iso is not None] for row in isolations]
 
     def rank(
         self,
@@ -328,5 +389,6 @@ __all__ = [
     "Retriever",
     "SkuLookup",
     "lookup_from",
+    "overlapped",
     "rank_vectors",
 ]

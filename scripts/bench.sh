@@ -11,9 +11,19 @@ for threads in 1 2; do
   python bench/match_latency.py --runs "$runs" --threads "$threads"
   # Every stage (detection finds the item, GrabCut segments it) needs real photos.
   if [ -d "$grocery" ]; then
-    python bench/match_latency.py --runs "$runs" --threads "$threads" --grocery "$grocery"
+    # today's runtimes (ultralytics + LiteRT, PyTorch) and the defaults, side by side
+    python bench/match_latency.py --runs "$runs" --threads "$threads" --grocery "$grocery" \
+      --runtimes today,auto
   fi
 done
+if [ -d "$grocery" ]; then
+  # Every runtime against its reference, and GrabCut's variants (~10 min on 2 quiet cores).
+  quick=()
+  [ "${1:-}" = "--quick" ] && quick=(--quick)
+  python bench/inference_backends.py --grocery "$grocery" "${quick[@]}"
+  python bench/segmentation.py --grocery "$grocery" "${quick[@]}"
+  python bench/match_latency.py --grocery "$grocery" --backlog 24 --runs 3 --runtimes today,auto
+fi
 # The search index at a million vectors (~12 min on 2 cores; --quick: 100k vectors, ~2 min).
 index_args=()
 [ "${1:-}" = "--quick" ] && index_args=(--quick)

@@ -19,6 +19,9 @@ if [ -f "$JEMALLOC" ]; then
   export LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}"
   # Not background_thread: its threads hang Chromium's forked processes in the browser tests.
   export MALLOC_CONF="${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}"
+  # OpenVINO's oneTBB loads hwloc with RTLD_DEEPBIND, which then frees jemalloc's memory with
+  # glibc and aborts; this makes it load without deep binding (ml.backends.prepare_openvino).
+  export TBB_ENABLE_SANITIZERS=1
 fi
 # Offline, the detector runs from the workspace's COCO YOLOv8n (never committed to the repo).
 SHARED_DETECTOR="$ROOT/../shared/weights/yolov8n_int8.tflite"

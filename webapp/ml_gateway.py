@@ -7,6 +7,7 @@ IndexVersion row changes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -46,12 +47,27 @@ def default_model_ref() -> str:
     return settings.EMBEDDING_MODEL
 
 
+def stage_threads() -> dict[str, int]:
+    """CPU threads of the detector's and the embedding network's runtimes.
+
+    When the worker overlaps the two stages (SKULENS_OVERLAP_PHOTOS) each gets half the cores,
+    so together they never ask for more threads than there are cores."""
+    total = settings.TORCH_THREADS or os.cpu_count() or 1
+    if settings.OVERLAP_PHOTOS and total >= 2:
+        return {"detect": total // 2, "embed": total - total // 2}
+    return {"detect": total, "embed": total}
+
+
 @lru_cache(maxsize=3)
 def _embedder(model_ref: str) -> Embedder:
     configure_threads(settings.TORCH_THREADS or None)
     started = time.perf_counter()
-    model = load_embedder(model_ref, device=settings.TORCH_DEVICE)
-    logger.info("loaded embedder %s in %.1f s", model.name, time.perf_counter() - started)
+    model = load_embedder(
+        model_ref, device=settings.TORCH_DEVICE, backend=settings.EMBED_BACKEND,
+        export_dir=settings.EXPORT_DIR, threads=stage_threads()["embed"],
+    )
+    logger.info("loaded embedder %s (%s) in %.1f s", model.name, model.backend,
+                time.perf_counter() - started)
     return model
 
 
@@ -80,6 +96,8 @@ def detector() -> YoloDetector | None:
             image_size=settings.DETECTOR_IMAGE_SIZE,
             min_confidence=settings.DETECTOR_MIN_CONFIDENCE,
             device="cuda" if torch.cuda.is_available() else "cpu",
+            backend=settings.DETECTOR_BACKEND,
+            threads=stage_threads()["detect"],
         )
     except Exception as exc:  # noqa: BLE001 - missing file, or no internet to download it
         logger.warning("detector %s unavailable, using the full frame: %s", weights, exc)
@@ -225,7 +243,7 @@ def _live_retriever() -> tuple[str, str, Retriever]:
     index_name, index, model_ref = active_index.get()
     retriever = Retriever(
         embedder=embedder(model_ref), index=index, sku_of=active_sku_lookup,
-        isolator=isolator(), config=retrieval_config(),
+        isolator=isolator(), config=retrieval_config(), overlap_photos=settings.OVERLAP_PHOTOS,
     )
     return index_name, model_ref, retriever
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from django.urls import reverse
 from PIL import Image
 
+from ml.backends.oracle import box_iou
 from ml.types import Box
-from tests.webapp.conftest import demo_photo_upload, logged_in
+from tests.webapp.conftest import demo_photo_upload, logged_in, upload
 from webapp import ml_gateway
 from webapp.matching.exports import detector_dataset_export
 from webapp.matching.models import MatchRequest, QueryPhoto
@@ -96,5 +99,63 @@ def test_detector_unavailable_falls_back_to_full_frame(appraiser, catalogue, set
     try:
         photo = _done(appraiser).photos.get()
         assert photo.box_source == QueryPhoto.BoxSource.FULL_FRAME
+    finally:
+        ml_gateway.detector.cache_clear()
+
+
+# Offline assets beside the repository (never inside it).
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+GROCERY = SHARED / "data" / "grocery"
+DETECTOR_WEIGHTS = SHARED / "weights" / "yolov8n_int8.tflite"
+# Grocery products whose photos show a COCO class, and that class.
+GROCERY_COCO = {"Banana": "banana", "Orange": "orange", "Golden-Delicious": "apple",
+                "Carrots": "carrot"}
+
+
+@pytest.mark.skipif(
+    not (GROCERY / "classes.csv").is_file() or not DETECTOR_WEIGHTS.is_file(),
+    reason=f"grocery photos or detector weights not found under {SHARED} (offline, not in repo)",
+)
+def test_the_detector_finds_the_item_in_a_grocery_photo(appraiser, settings) -> None:
+    """A real photo of a banana: the worker's detector boxes it, the mask stays inside the
+    box, and the banana is the first candidate."""
+    from webapp.catalog.importing import grocery_rows
+    from webapp.catalog.models import SKU, Category
+    from webapp.catalog.services import catalogue_import
+    from webapp.learning.services import index_publish
+
+    settings.DETECTOR_WEIGHTS = str(DETECTOR_WEIGHTS)
+    settings.SEGMENTATION = "grabcut"
+    ml_gateway.detector.cache_clear()
+    try:
+        rows = [row for row in grocery_rows(GROCERY) if row.name.replace(" ", "-") in GROCERY_COCO]
+        assert not catalogue_import(rows=rows, image_root=GROCERY).errors
+        for category in Category.objects.all():
+            sku = SKU.objects.get(series__brand__category=category)
+            category.detection_classes = [GROCERY_COCO[sku.name.replace(" ", "-")]]
+            category.save()
+        index_publish()
+        photo_path = GROCERY / "val" / "Fruit" / "Banana" / "Banana_005.jpg"
+        request = match_request_create(
+            user=appraiser, uploads=[upload(photo_path.name, photo_path.read_bytes())]
+        )
+        assert match_request_run(request_id=request.pk)
+        request.refresh_from_db()
+        assert request.status == MatchRequest.Status.DONE, request.error
+        photo = request.photos.get()
+        assert photo.box_source == QueryPhoto.BoxSource.DETECTOR
+        assert photo.detection_label == "banana" and photo.detection_confidence > 0.5
+        # The reference detector's box for this photo (ultralytics + LiteRT), to within IoU 0.95.
+        assert box_iou(Box(*photo.box), Box(33, 84, 173, 342)) >= 0.95
+        with Image.open(photo.mask.path) as mask_image:
+            mask = np.asarray(mask_image) > 0
+        x0, y0, x1, y1 = photo.box
+        inside = np.zeros_like(mask)
+        inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+        # GrabCut's mask lies inside the box (on this photo it keeps the whole box).
+        assert mask.any() and not (mask & ~inside).any()
+        assert request.timings_ms["detect"] > 0 and request.timings_ms["segment"] > 0
+        first = request.candidates.order_by("rank").first()
+        assert first is not None and first.sku.name == "Banana"
     finally:
         ml_gateway.detector.cache_clear()

@@ -9,6 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ml.backends import DETECTOR_BACKENDS, EMBED_BACKENDS
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
 from webapp.config.env import env_bool, env_float, env_int, env_secret, env_str
 
@@ -205,6 +206,23 @@ DETECTOR_MIN_CONFIDENCE = env_float("SKULENS_DETECTOR_MIN_CONFIDENCE", 0.15)
 SEGMENTATION = env_str("SKULENS_SEGMENTATION", "grabcut")
 if SEGMENTATION not in ("grabcut", "none"):
     raise ImproperlyConfigured("SKULENS_SEGMENTATION must be 'grabcut' or 'none'")
+# Inference runtimes (ml.backends): "auto" = the fastest installed on CPU, PyTorch/ultralytics
+# on CUDA. Exports of the embedding network are cached beside each checkpoint; pretrained
+# backbones' (and read-only checkpoints') go to EXPORT_DIR.
+EMBED_BACKEND = env_str("SKULENS_EMBED_BACKEND", "auto")
+if EMBED_BACKEND not in EMBED_BACKENDS:
+    raise ImproperlyConfigured(f"SKULENS_EMBED_BACKEND must be one of {', '.join(EMBED_BACKENDS)}")
+DETECTOR_BACKEND = env_str("SKULENS_DETECTOR_BACKEND", "auto")
+if DETECTOR_BACKEND not in DETECTOR_BACKENDS:
+    raise ImproperlyConfigured(
+        f"SKULENS_DETECTOR_BACKEND must be one of {', '.join(DETECTOR_BACKENDS)}"
+    )
+EXPORT_DIR = Path(env_str("SKULENS_EXPORT_DIR", str(VAR_DIR / "exports")))
+# Photos per pipeline step in the worker: detection and segmentation of the next step overlap
+# the embedding of the current one, each stage on half the cores; 0 = one stage at a time.
+OVERLAP_PHOTOS = env_int("SKULENS_OVERLAP_PHOTOS", 2)
+if OVERLAP_PHOTOS < 0:
+    raise ImproperlyConfigured("SKULENS_OVERLAP_PHOTOS must be >= 0")
 # Fault injection for the worker-kill test: seconds to sleep between claiming and storing.
 MATCH_TEST_DELAY_S = env_float("SKULENS_MATCH_TEST_DELAY_S", 0.0)
 
