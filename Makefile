@@ -2,14 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Which Faiss build: `cpu` (faiss-cpu) or `gpu` (faiss-gpu, CUDA 12); both install the module
+# `faiss`, so exactly one extra is installed and the other package is removed first.
+# Default: gpu where nvidia-smi sees a GPU. `make run FAISS=cpu` forces the CPU build.
+FAISS ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+OTHER_FAISS := $(if $(filter gpu,$(FAISS)),faiss-cpu,faiss-gpu)
+STAMP := $(VENV)/.installed-$(FAISS)
 
-.PHONY: run worker test test-fast lint bench venv system-deps clean
+.PHONY: run serve worker test test-fast lint bench venv system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import django, torch, faiss, celery, playwright" 
+	$(BIN)/pip uninstall --quiet -y $(OTHER_FAISS) 2>/dev/null || true
+	$(BIN)/pip install --quiet -e '.[$(FAISS),dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import django, torch, faiss, celery, gunicorn, honcho, playwright"
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,6 +26,9 @@ system-deps:
 
 run: $(STAMP)
 	bash scripts/run.sh
+
+serve: $(STAMP)
+	bash scripts/serve.sh
 
 worker: $(STAMP)
 	bash scripts/worker.sh
@@ -37,4 +47,4 @@ bench: $(STAMP)
 	bash scripts/bench.sh
 
 clean:
-	rm -rf var/db.sqlite3 var/media var/index var/broker var/demo
+	rm -rf var/db.sqlite3 var/media var/index var/broker var/demo var/metrics var/celerybeat-schedule

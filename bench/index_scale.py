@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml import gpu_search  # noqa: E402
 from ml import index as index_mod  # noqa: E402
 from ml.index import VectorIndex  # noqa: E402
 
@@ -569,6 +570,20 @@ def main() -> None:
         f"batch-1 over {args.single} single queries",
         report["search"],
     )
+
+    # Faiss GPU against CPU on the same index, cases and queries, in this run (issue 14).
+    if gpu_search.gpu_count() > 0:
+        index.use_device("gpu")
+        report["gpu"] = run_cases(
+            index, cases, k=k, repeat=args.repeat, single=args.single, threads=args.threads
+        )
+        index.use_device("cpu")
+        print_table(f"GPU (faiss {faiss.__version__}, device 0), same cases", report["gpu"])
+        cpu_qps = {r["filter"]: r["qps"] for r in report["search"]}
+        for r in report["gpu"]:
+            print(f"  {r['filter']}: GPU / CPU = {r['qps'] / cpu_qps[r['filter']]:.1f}x")
+    else:
+        print("\nGPU: none visible to Faiss (faiss-cpu, or no CUDA device); not measured")
 
     index.use_device("cpu-no-selector")
     stats_rows = []

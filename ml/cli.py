@@ -26,6 +26,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     configure_threads(args.threads)
     configure_faiss_threads(args.threads)
+    if args.rerank:
+        return _evaluate_reranked(args)
     result = evaluate_csv(
         args.gallery,
         args.queries,
@@ -50,6 +52,50 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_reranked(args: argparse.Namespace) -> int:
+    """``evaluate --rerank``: the visual ranking and the re-ranking stage, default settings."""
+    from ml.datasets import read_image_csv
+    from ml.embed import load_embedder
+    from ml.rerank.attributes import AttributePredictor
+    from ml.rerank.evaluate import evaluate_reranked, format_rerank_table
+    from ml.rerank.ocr import OcrUnavailable, default_engine
+    from ml.rerank.stage import RerankConfig
+
+    off = [k.strip() for k in (args.rerank_off or "").split(",") if k.strip()]
+    config = RerankConfig(top_k=args.rerank_top_k).without(*off)
+    ocr = reference_ocr = None
+    if config.text:
+        try:
+            ocr, reference_ocr = default_engine("query"), default_engine("reference")
+        except OcrUnavailable as exc:
+            print(f"text evidence off: {exc}", file=sys.stderr)
+    embedder = load_embedder(args.model, device=args.device)
+    attributes = None
+    if args.model and Path(args.model).is_file():
+        attributes = AttributePredictor.from_checkpoint(args.model)
+    result = evaluate_reranked(
+        read_image_csv(args.gallery),
+        read_image_csv(args.queries),
+        embedder,
+        config=config,
+        ocr=ocr,
+        reference_ocr=reference_ocr,
+        attributes=attributes,
+        filter_column=args.filter_column,
+        breakdown_column=args.breakdown_column,
+        group_size=args.group_size,
+        strategy=args.strategy,
+        text_column="text" if args.query_text else None,
+        batch_size=args.batch_size,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    print(format_rerank_table(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        print(f"wrote {path}")
+    return 0
 def _isolator(args: argparse.Namespace) -> Any:
     """The app's subject isolation, when asked for (`--detector`): detect, segment, crop."""
     if not args.detector:
@@ -122,6 +168,29 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="with --group-size N, only queries of exactly N photos (drop leftover photos)",
     )
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES)
+    p.add_argument(
+        "--rerank",
+        action="store_true",
+        help="also apply the re-ranking stage (ml.rerank) with its default settings; the "
+        "catalogue text comes from the gallery CSV's name/description columns",
+    )
+    p.add_argument("--rerank-top-k", type=int, default=8, help="candidates re-ranked")
+    p.add_argument(
+        "--rerank-off",
+        default="",
+        help="evidence kinds to switch off, comma-separated "
+        "(spatial,text,attributes,query_text,soft_attributes)",
+    )
+    p.add_argument(
+        "--query-text",
+        action="store_true",
+        help="with --rerank: the query CSV's text column is what the appraiser typed",
+    )
+    p.add_argument(
+        "--breakdown-column",
+        default="department",
+        help="with --rerank: R@1 per value of this query column",
+    )
     p.add_argument(
         "--search-depth", type=int, default=DEFAULT_SEARCH_DEPTH,
         help="references searched per photo before fusion (the app's SKULENS_SEARCH_DEPTH)",

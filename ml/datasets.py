@@ -137,13 +137,31 @@ def read_grocery_split(root: str | Path, split: str) -> list[tuple[Path, int, in
     return items
 
 
-GROCERY_COLUMNS = ("path", "label", "category", "product_id", "coarse_id")
+GROCERY_COLUMNS = ("path", "label", "category", "product_id", "coarse_id", "department")
+# The gallery also carries the catalogue text (re-ranking reads it) and the image's role.
+GROCERY_GALLERY_COLUMNS = (*GROCERY_COLUMNS, "role", "name", "description", "description_path")
+
+
+def _department(path: Path, anchor: str) -> str:
+    """Fruit / Vegetables / Packages: the folder under ``anchor`` in a grocery path."""
+    parts = path.parts
+    return parts[parts.index(anchor) + 1] if anchor in parts else ""
+
+
+def _description(path: Path) -> str:
+    """A class's description file as one line (it holds English and Swedish text)."""
+    try:
+        return " ".join(path.read_text(encoding="utf-8").split())
+    except OSError:
+        return ""
 
 
 def grocery_to_csv(root: str | Path, out: str | Path) -> dict[str, Path]:
-    """Write ``gallery_iconic.csv`` (81 iconic images), ``train_photos.csv`` and
-    ``val_photos.csv`` into ``out``. Label = product class name, category = coarse class name;
-    paths are absolute.
+    """Write ``gallery_iconic.csv`` (81 iconic images, with ``name`` and ``description``),
+    ``train_photos.csv``, ``val_photos.csv`` and ``gallery_warm.csv`` (the iconic images with
+    ``role=catalogue`` plus the train photos with ``role=photo``: a catalogue enriched with
+    confirmed photos) into ``out``. Label = product class name, category = coarse class name,
+    department = Fruit / Vegetables / Packages; paths are absolute.
 
     Returns:
         CSV name -> path written.
@@ -162,14 +180,19 @@ def grocery_to_csv(root: str | Path, out: str | Path) -> dict[str, Path]:
             "category": c.coarse_name,
             "product_id": c.class_id,
             "coarse_id": c.coarse_id,
+            "department": _department(c.iconic_path, "iconic-images-and-descriptions"),
+            "role": "catalogue",
+            "name": c.name.replace("-", " "),
+            "description": _description(c.description_path),
             "description_path": str(c.description_path),
         }
         for c in classes
     ]
     target = out / "gallery_iconic.csv"
-    write_image_csv(target, gallery_rows, (*GROCERY_COLUMNS, "description_path"))
+    write_image_csv(target, gallery_rows, GROCERY_GALLERY_COLUMNS)
     written[target.name] = target
 
+    photos: dict[str, list[dict[str, object]]] = {}
     for split in ("train", "val"):
         rows = []
         for image_path, product, coarse in read_grocery_split(root, split):
@@ -183,11 +206,18 @@ def grocery_to_csv(root: str | Path, out: str | Path) -> dict[str, Path]:
                     "category": cls.coarse_name,
                     "product_id": product,
                     "coarse_id": coarse,
+                    "department": _department(image_path, split),
                 }
             )
         target = out / f"{split}_photos.csv"
         write_image_csv(target, rows, GROCERY_COLUMNS)
         written[target.name] = target
+        photos[split] = rows
+
+    target = out / "gallery_warm.csv"
+    warm = gallery_rows + [{**row, "role": "photo"} for row in photos["train"]]
+    write_image_csv(target, warm, GROCERY_GALLERY_COLUMNS)
+    written[target.name] = target
     return written
 
 

@@ -25,7 +25,9 @@ from ml.index import VectorIndex
 from ml.retrieval import (
     DEFAULT_CONFIG,
     DEFAULT_SEARCH_DEPTH,
+    EvidenceInputs,
     Isolator,
+    RerankStep,
     RetrievalConfig,
     lookup_from,
     rank_vectors,
@@ -127,9 +129,12 @@ def query_outcomes(
     allowed: Sequence[np.ndarray | None] | None = None,
     config: RetrievalConfig = DEFAULT_CONFIG,
     top_k: int = max(RECALL_KS),
+    rerank: RerankStep | None = None,
+    inputs: Sequence[EvidenceInputs] | None = None,
 ) -> list[QueryOutcome]:
     """Per query group: the ranking serving would show (:func:`ml.retrieval.rank_vectors`, same
-    depth rule and fusion) and AP@R over the exact full reference ranking.
+    depth rule and fusion, and the same re-ranking given ``rerank`` and per group ``inputs``:
+    gallery row numbers are its reference ids) and AP@R over the exact full reference ranking.
 
     Args:
         gallery_vectors: ``[g, dim]`` L2-normalised.
@@ -153,7 +158,7 @@ def query_outcomes(
     rankings = rank_vectors(
         [query_vectors[list(rows)] for rows in groups], index,
         lookup_from(dict(enumerate(gallery_labels.tolist()))),
-        allowed=allowed, top_k=top_k, config=config,
+        allowed=allowed, top_k=top_k, config=config, rerank=rerank, inputs=inputs,
     )
     out = []
     for rows, allowed_ids, ranking in zip(groups, allowed, rankings, strict=True):

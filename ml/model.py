@@ -398,16 +398,23 @@ def build_model(
     return EmbeddingNet(module, feature_dim=feature_dim, embedding_dim=embedding_dim, config=config)
 
 
+# Checkpoint entry holding the attribute heads of a --multitask model (names, value lists,
+# weights, scale), read by ml.rerank.attributes.
+ATTRIBUTE_HEADS_KEY = "attribute_heads"
+
+
 def save_checkpoint(
     path: str | Path,
     model: EmbeddingNet,
     config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``{"state_dict", "config", "metrics"}`` atomically (temp file + ``os.replace``).
 
     ``config`` extends the model's own config (e.g. with training hyper-parameters); the keys
-    needed to rebuild the network always come from the model.
+    needed to rebuild the network always come from the model. ``extra`` adds top-level
+    entries of plain data and tensors (the attribute heads: ``ml.rerank.attributes``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -416,6 +423,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": merged,
         "metrics": dict(metrics or {}),
+        **dict(extra or {}),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -539,6 +547,7 @@ def config_summary(config: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "ATTRIBUTE_HEADS_KEY",
     "BACKBONES",
     "IMAGENET_NORMALISATION",
     "LITE_NORMALISATION",

@@ -1,10 +1,14 @@
-"""One retrieval path: isolate -> embed -> search -> fuse.
+"""One retrieval path: isolate -> embed -> search -> fuse (-> re-rank with evidence).
 
 Serving (the web app's worker), the promotion gate, the live measurement of the learning-loop
 simulation and ``python -m ml evaluate`` all rank through :func:`rank_vectors`, with the same
 search depth rule and the same fusion strategy, so the gate measures what serving does. Callers
 that start from photos use :class:`Retriever`; callers that already hold the item crops (the
 gate reads the isolation stored with each past match) enter at the embedding.
+
+With a :class:`RerankStep` and each query's crops (:class:`EvidenceInputs`), the fused top-K
+goes through the evidence stage (:mod:`ml.rerank`) inside the same function
+(:func:`rank_with_evidence`), so whoever passes them ranks exactly as serving does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from PIL import Image
 
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES, rank_skus
 from ml.index import VectorIndex
+from ml.rerank.stage import Reranker
+from ml.rerank.types import CandidateEvidence, CatalogueEntry, LocalFeatures, RerankQuery
 from ml.segment import grabcut_mask, grabcut_version, isolate
 from ml.types import Box, Isolation, SkuScore
 
@@ -31,6 +37,11 @@ DEFAULT_SEARCH_DEPTH = 200
 SEGMENTATIONS = ("grabcut", "none")
 
 SkuLookup = Callable[[Collection[int]], Mapping[int, int]]
+# Candidate SKU ids -> (their text and attributes, their reference ids): what the evidence
+# stage compares (the web app reads the database; evaluation the gallery CSV).
+CatalogueLookup = Callable[
+    [Sequence[int]], tuple[Mapping[int, CatalogueEntry], Mapping[int, Sequence[int]]]
+]
 
 
 class ImageEmbedder(Protocol):
@@ -94,6 +105,40 @@ class Query:
     allowed_ids: np.ndarray | None = None  # [m] reference ids the filters allow; None = all
     corrected_boxes: Sequence[Box | None] | None = None  # per photo, the appraiser's box
     detection_classes: Sequence[str] = ()
+    # Typed by the appraiser: evidence for re-ranking, never a filter.
+    query_text: str = ""
+    soft_attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RerankStep:
+    """The evidence stage inside the retrieval path: the stage and where it reads the
+    candidates' catalogue text and reference ids."""
+
+    reranker: Reranker
+    catalogue: CatalogueLookup
+
+
+@dataclass(frozen=True)
+class EvidenceInputs:
+    """What the evidence stage needs of one query beyond its vectors: the isolated crops that
+    were embedded, what was typed, and (benchmarks) precomputed per-crop features."""
+
+    crops: Sequence[Image.Image]
+    query_text: str = ""
+    soft_attributes: Mapping[str, str] = field(default_factory=dict)
+    query_features: Sequence[LocalFeatures] | None = None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One query's ranking; with re-ranking also the evidence of its first candidates (in
+    ranked order), the stage's confident flag and the visual ranking it started from."""
+
+    candidates: list[SkuScore]
+    evidence: list[CandidateEvidence] = field(default_factory=list)
+    confident: bool | None = None
+    visual: list[SkuScore] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,6 +148,8 @@ class Retrieval:
     candidates: list[SkuScore]
     isolations: list[Isolation]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    evidence: list[CandidateEvidence] = field(default_factory=list)  # with re-ranking
+    confident: bool | None = None
 
 
 ItemT = TypeVar("ItemT")
@@ -216,8 +263,31 @@ def rank_vectors(
     top_k: int,
     config: RetrievalConfig = DEFAULT_CONFIG,
     timings: Sequence[dict[str, float]] | None = None,
+    rerank: RerankStep | None = None,
+    inputs: Sequence[EvidenceInputs] | None = None,
 ) -> list[list[SkuScore]]:
-    """Search and fuse: the one place a query's photo vectors become a SKU ranking.
+    """Search and fuse (and re-rank): the one place a query's photo vectors become a SKU
+    ranking. The candidates of :func:`rank_with_evidence`, which documents the arguments."""
+    ranked = rank_with_evidence(
+        vectors_per_query, index, sku_of, allowed=allowed, top_k=top_k, config=config,
+        timings=timings, rerank=rerank, inputs=inputs,
+    )
+    return [r.candidates for r in ranked]
+
+
+def rank_with_evidence(
+    vectors_per_query: Sequence[np.ndarray],
+    index: VectorIndex,
+    sku_of: SkuLookup,
+    *,
+    allowed: Sequence[np.ndarray | None] | None = None,
+    top_k: int,
+    config: RetrievalConfig = DEFAULT_CONFIG,
+    timings: Sequence[dict[str, float]] | None = None,
+    rerank: RerankStep | None = None,
+    inputs: Sequence[EvidenceInputs] | None = None,
+) -> list[Ranked]:
+    """Search, fuse and, given ``rerank`` and ``inputs``, re-rank with evidence.
 
     Args:
         vectors_per_query: per query, ``[n_photos, dim]`` L2-normalised photo embeddings.
@@ -227,14 +297,22 @@ def rank_vectors(
         allowed: per query, the ``[m]`` reference ids the filters allow (None = all).
         top_k: SKUs to return per query.
         config: fusion strategy and search depth.
-        timings: per query, a dict that gets ``search`` and ``fuse`` milliseconds.
+        timings: per query, a dict that gets ``search`` and ``fuse`` milliseconds (and the
+            stage's ``rerank_*``).
+        rerank: the evidence stage; it re-ranks the first ``rerank.reranker.config.top_k``
+            fused candidates of every query that has ``inputs``.
+        inputs: per query, its crops and typed text (None: no re-ranking).
 
     Returns:
-        Per query, up to ``top_k`` :class:`SkuScore` by score descending.
+        Per query, up to ``top_k`` :class:`SkuScore` by score descending, and the evidence.
     """
     allowed = list(allowed) if allowed is not None else [None] * len(vectors_per_query)
     if len(allowed) != len(vectors_per_query):
         raise ValueError("one allowed-id array (or None) per query")
+    if inputs is not None and len(inputs) != len(vectors_per_query):
+        raise ValueError("one EvidenceInputs per query")
+    active = rerank if rerank is not None and inputs is not None else None
+    fused_k = max(top_k, active.reranker.config.top_k) if active is not None else top_k
     searched: list[tuple[np.ndarray, np.ndarray]] = []
     search_ms: list[float] = []
     for vectors, ids in zip(vectors_per_query, allowed, strict=True):
@@ -247,15 +325,31 @@ def rank_vectors(
     hit_ids = {int(i) for _, ids in searched for i in ids.ravel().tolist() if i >= 0}
     mapping = sku_of(hit_ids)
     lookup_ms = (time.perf_counter() - started) * 1000 / max(1, len(searched))
-    rankings = []
+    out = []
     for q, (cosines, reference_ids) in enumerate(searched):
         started = time.perf_counter()
-        rankings.append(rank_skus(cosines, reference_ids, mapping, top_k=top_k,
-                                  strategy=config.strategy))
+        visual = rank_skus(cosines, reference_ids, mapping, top_k=fused_k,
+                           strategy=config.strategy)
         if timings is not None:
             timings[q]["search"] = search_ms[q]
             timings[q]["fuse"] = (time.perf_counter() - started) * 1000 + lookup_ms
-    return rankings
+        if active is None or inputs is None or not visual:
+            out.append(Ranked(visual[:top_k], visual=visual))
+            continue
+        given = inputs[q]
+        head = [c.sku_id for c in visual[: active.reranker.config.top_k]]
+        entries, references = active.catalogue(head)
+        result = active.reranker.rerank(
+            RerankQuery(crops=given.crops, cosines=cosines, reference_ids=reference_ids,
+                        embeddings=vectors_per_query[q], query_text=given.query_text,
+                        soft_attributes=dict(given.soft_attributes)),
+            visual, catalogue=entries, sku_references=references, ref_to_sku=mapping,
+            query_features=given.query_features,
+        )
+        if timings is not None:
+            timings[q].update(result.timings_ms)
+        out.append(Ranked(result.candidates[:top_k], result.evidence, result.confident, visual))
+    return out
 
 
 class Retriever:
@@ -277,6 +371,7 @@ class Retriever:
         isolator: Isolator | None = None,
         config: RetrievalConfig = DEFAULT_CONFIG,
         overlap_photos: int = 0,
+        rerank: RerankStep | None = None,
     ) -> None:
         if overlap_photos < 0:
             raise ValueError("overlap_photos must be >= 0")
@@ -286,11 +381,19 @@ class Retriever:
         self.isolator = isolator or Isolator(None, segmentation="none")
         self.config = config
         self.overlap_photos = overlap_photos
+        self.rerank_step = rerank
 
     def embed_queries(
         self, queries: Sequence[Query], *, timings: Sequence[dict[str, float]] | None = None
     ) -> tuple[list[np.ndarray], list[list[Isolation]]]:
         """Isolate and embed: per query ``[n_photos, dim]`` vectors and the isolations."""
+        vectors, isolations, _crops = self.embed_queries_with_crops(queries, timings=timings)
+        return vectors, isolations
+
+    def embed_queries_with_crops(
+        self, queries: Sequence[Query], *, timings: Sequence[dict[str, float]] | None = None
+    ) -> tuple[list[np.ndarray], list[list[Isolation]], list[list[Image.Image]]]:
+        """:meth:`embed_queries`, and per query the isolated crops that were embedded."""
         timings = timings if timings is not None else [{} for _ in queries]
         by_classes: dict[tuple[str, ...], list[tuple[int, int]]] = {}
         for q, query in enumerate(queries):
@@ -323,7 +426,7 @@ class Retriever:
             started = time.perf_counter()
             vectors = self.embedder.embed(crops, batch_size=max(1, len(crops)))
             step_timings["embed"] = (time.perf_counter() - started) * 1000
-            return photos, vectors, isolations, step_timings
+            return photos, vectors, isolations, step_timings, crops
 
         if self.overlap_photos:
             done = overlapped(steps, isolate_step, embed_step)
@@ -332,25 +435,34 @@ class Retriever:
             every = embed_step(([p for s in isolated for p in s[0]],
                                 [c for s in isolated for c in s[1]], [], {}))
             done, start = [], 0
-            for photos, _crops, step_isolations, step_timings in isolated:
+            for photos, step_crops, step_isolations, step_timings in isolated:
                 share = every[3]["embed"] * len(photos) / len(every[0])
                 vectors = every[1][start : start + len(photos)]
-                done.append((photos, vectors, step_isolations, step_timings | {"embed": share}))
+                done.append((photos, vectors, step_isolations, step_timings | {"embed": share},
+                             step_crops))
                 start += len(photos)
 
         dim = self.embedder.dim
         out = [np.empty((len(query.images), dim), np.float32) for query in queries]
         isolations: list[list[Isolation | None]] = [[None] * len(q.images) for q in queries]
+        crops: list[list[Image.Image | None]] = [[None] * len(q.images) for q in queries]
         for q in range(len(queries)):
             for stage in ("detect", "segment", "embed"):
                 timings[q][stage] = 0.0
-        for photos, vectors, step_isolations, step_timings in done:
-            for (q, i), vector, isolation in zip(photos, vectors, step_isolations, strict=True):
+        for photos, vectors, step_isolations, step_timings, step_crops in done:
+            for (q, i), vector, isolation, crop in zip(
+                photos, vectors, step_isolations, step_crops, strict=True
+            ):
                 out[q][i] = vector
                 isolations[q][i] = isolation
+                crops[q][i] = crop
                 for stage, ms in step_timings.items():
                     timings[q][stage] += ms / len(photos)
-        return out, [[iso for iso in row if iso is not None] for row in isolations]
+        return (
+            out,
+            [[iso for iso in row if iso is not None] for row in isolations],
+            [[crop for crop in row if crop is not None] for row in crops],
+        )
 
     def rank(
         self,
@@ -364,26 +476,38 @@ class Retriever:
                             top_k=top_k, config=self.config, timings=timings)
 
     def retrieve(self, queries: Sequence[Query], *, top_k: int) -> list[Retrieval]:
-        """The whole path for each query."""
+        """The whole path for each query (re-ranked when the retriever has a stage)."""
         if not queries:
             return []
         timings: list[dict[str, float]] = [{} for _ in queries]
-        vectors, isolations = self.embed_queries(queries, timings=timings)
-        rankings = self.rank(vectors, allowed=[q.allowed_ids for q in queries], top_k=top_k,
-                             timings=timings)
+        vectors, isolations, crops = self.embed_queries_with_crops(queries, timings=timings)
+        inputs = None
+        if self.rerank_step is not None:
+            inputs = [EvidenceInputs(crops[q], query.query_text, query.soft_attributes)
+                      for q, query in enumerate(queries)]
+        ranked = rank_with_evidence(
+            vectors, self.index, self.sku_of, allowed=[q.allowed_ids for q in queries],
+            top_k=top_k, config=self.config, timings=timings, rerank=self.rerank_step,
+            inputs=inputs,
+        )
         return [
-            Retrieval(ranking, isolations[q], timings[q]) for q, ranking in enumerate(rankings)
+            Retrieval(r.candidates, isolations[q], timings[q], r.evidence, r.confident)
+            for q, r in enumerate(ranked)
         ]
 
 
 __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_SEARCH_DEPTH",
+    "CatalogueLookup",
+    "EvidenceInputs",
     "Found",
     "ImageEmbedder",
     "Isolator",
     "ItemDetector",
     "Query",
+    "Ranked",
+    "RerankStep",
     "Retrieval",
     "RetrievalConfig",
     "Retriever",
@@ -391,4 +515,5 @@ __all__ = [
     "lookup_from",
     "overlapped",
     "rank_vectors",
+    "rank_with_evidence",
 ]

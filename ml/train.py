@@ -41,6 +41,7 @@ from ml.losses import (
     vae_loss,
 )
 from ml.model import (
+    ATTRIBUTE_HEADS_KEY,
     EmbeddingNet,
     build_model,
     freeze_batchnorm,
@@ -412,6 +413,20 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
 
+    def _epochs_within_budget(self, epoch: int, planned: int, elapsed_s: float) -> int:
+        """How many epochs fit in ``max_minutes`` at the pace so far (at least one more than
+        done, at most the planned number): a budget shortens the schedule instead of cutting
+        it off at a high learning rate."""
+        assert self.cfg.max_minutes
+        per_epoch = elapsed_s / epoch  # includes caching and validation: errs on the short side
+        left = self.cfg.max_minutes * 60 - elapsed_s
+        return max(epoch + 1, min(planned, epoch + int(left // per_epoch)))
+
+    def _replan_schedule(self, total_steps: int) -> None:
+        warmup = int(self.cfg.warmup_epochs * len(self.sampler))
+        plan = lr_lambda(total_steps, warmup, self.cfg.min_lr_ratio)
+        self.scheduler.lr_lambdas = [plan for _ in self.scheduler.lr_lambdas]
+
     def fit(self, on_step: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         """Train; ``on_step`` (optional) gets progress after every optimiser step
         (``event="step"``: epoch, step, loss, eta_s...) and every epoch (``event="epoch"``: the
@@ -441,13 +456,16 @@ class Trainer:
             log.info("epoch 0 (pretrained) %s", _fmt(base))
             history.append({"epoch": 0, **base})
         self.model.train()
-        for epoch in range(1, cfg.epochs + 1):
+        planned_epochs = cfg.epochs
+        epoch = 0
+        while epoch < planned_epochs:
+            epoch += 1
             self.sampler.set_epoch(epoch)
             sums: dict[str, float] = {}
             bar = tqdm(
                 self.sampler,
                 total=steps_per_epoch,
-                desc=f"epoch {epoch}/{cfg.epochs}",
+                desc=f"epoch {epoch}/{planned_epochs}",
                 disable=not cfg.progress,
                 dynamic_ncols=True,
             )
@@ -470,7 +488,7 @@ class Trainer:
                         {
                             "event": "step",
                             "epoch": epoch,
-                            "epochs": cfg.epochs,
+                            "epochs": planned_epochs,
                             "step": step + 1,
                             "steps_per_epoch": steps_per_epoch,
                             "done_steps": done_steps,
@@ -514,6 +532,15 @@ class Trainer:
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
                 log.info("stopping: time budget of %.1f min reached", cfg.max_minutes)
                 break
+            if cfg.max_minutes and epoch < planned_epochs:
+                fitted = self._epochs_within_budget(epoch, planned_epochs, time.perf_counter() - t0)
+                if fitted < planned_epochs:
+                    log.info("time budget of %.1f min: the schedule shrinks from %d to %d epochs "
+                             "(the cosine still ends at its floor)", cfg.max_minutes,
+                             planned_epochs, fitted)
+                    planned_epochs = fitted
+                    total_steps = planned_epochs * steps_per_epoch
+                    self._replan_schedule(total_steps)
         summary = {
             "best_epoch": best_epoch,
             "best_val_r1": best,
@@ -530,7 +557,17 @@ class Trainer:
         train_cfg["attributes"] = self.attr_names
         train_cfg["warm_started_from"] = self.warm_started_from
         config = {"train": train_cfg, "labels": len(self.labels)}
-        save_checkpoint(path, self.model, config, metrics)
+        extra = {}
+        if isinstance(self.heads, AttributeHeads):
+            # Kept for re-ranking (attribute agreement, ml.rerank.attributes).
+            extra[ATTRIBUTE_HEADS_KEY] = {
+                "names": list(self.heads.names),
+                "values": {n: list(self.attr_vocab[n]) for n in self.heads.names},
+                "weights": {n: w.detach().cpu() for n, w in
+                            zip(self.heads.names, self.heads.weights, strict=True)},
+                "scale": float(self.heads.scale),
+            }
+        save_checkpoint(path, self.model, config, metrics, extra=extra)
 
 
 def _hms(seconds: float) -> str:

@@ -8,6 +8,8 @@ if [ -z "${SKULENS_SKIP_SERVICES:-}" ]; then
   eval "$(bash scripts/services.sh)"
 fi
 export DJANGO_DEBUG=false DJANGO_SECRET_KEY=test-only-secret
+# Production settings, except that the tests serve static files unhashed (no collectstatic).
+export SKULENS_STATIC_MANIFEST="${SKULENS_STATIC_MANIFEST:-false}"
 export SKULENS_VAR_DIR="${SKULENS_VAR_DIR:-$(mktemp -d /tmp/skulens-test.XXXXXX)}"
 export DJANGO_ALLOW_ASYNC_UNSAFE=true
 export SKULENS_TEST_DB_NAME="${SKULENS_TEST_DB_NAME:-test_skulens_$$}"

@@ -285,7 +285,7 @@ def test_add_remove_keep_id_table_in_step(rng, make_unit_vectors):
     np.testing.assert_array_equal(table.lists, fresh.lists)
 
 
-@pytest.mark.skipif(gpu_search.gpu_count() == 0, reason="needs faiss-gpu and a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_gpu_device_filters_exactly(rng, kind):  # pragma: no cover - no GPU on this machine
     vectors, category, means = mixture(rng, 20_000, 32)

@@ -112,3 +112,14 @@ def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUp
 def demo_photo_upload(sku_code: str, seed: int = 7) -> SimpleUploadedFile:
     sku = next(s for s in demo_skus() if s.code == sku_code)
     return upload(f"{sku_code}.jpg", jpeg_bytes(render_photo(sku, seed), quality=90))
+
+
+def api_token(user: User) -> str:
+    """A fresh API token (knox) for `user`, as the mobile app gets from /api/v1/auth/token."""
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=user)[1]
+
+
+def api_client(user: User) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Token {api_token(user)}")

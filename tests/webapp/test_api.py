@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
-from tests.webapp.conftest import demo_photo_upload, upload
+from tests.webapp.conftest import api_token, demo_photo_upload, upload
 from webapp.review.models import BadCase
 
 
 @pytest.fixture
 def api(appraiser) -> Client:
-    token = Token.objects.create(user=appraiser)
-    return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return Client(HTTP_AUTHORIZATION=f"Token {api_token(appraiser)}")
 
 
 @pytest.mark.django_db(transaction=True)

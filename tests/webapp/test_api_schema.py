@@ -17,7 +17,6 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -27,6 +26,7 @@ from schemathesis.checks import (
 )
 
 from tests.webapp.conftest import PASSWORD
+from tests.webapp.conftest import api_token as knox_token
 
 EXAMPLES = 6
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -42,7 +42,7 @@ def api_token(db, demo_folder) -> str:
     catalogue_import(rows=list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:2],
                      image_root=demo_folder)
     user = User.objects.create_superuser("schema", password=PASSWORD)
-    return Token.objects.create(user=user).key
+    return knox_token(user)
 
 
 @pytest.fixture

@@ -122,16 +122,33 @@ def test_at_most_eight_attributes() -> None:
         soft_attributes_clean({k: "v" for k in keys}, known_keys=keys)
 
 
-def test_words_do_not_change_the_ranking(appraiser, catalogue) -> None:
+def test_the_words_reach_the_evidence_stage_as_evidence(appraiser, catalogue, settings) -> None:
+    """What the appraiser typed is fused with the picture (issue 12a's stage), never a filter:
+    a wrong colour lowers a candidate but hides nobody."""
+    settings.RERANK_EVIDENCE = ("spatial", "text", "attributes", "query_text", "soft_attributes")
     plain = _ran(appraiser)
-    described = _ran(appraiser, query_text="grey nylon Kiruna backpack",
-                     soft_attributes={"colour": "grey", "material": "nylon"})
-    assert described.soft_attributes == {"colour": "grey", "material": "nylon"}
-
-    def ranking(request):
-        return [(c.sku_id, round(c.score, 6)) for c in request.candidates.all()]
-
-    assert ranking(described) == ranking(plain)
+    described = _ran(appraiser, query_text="Maison Aubert Lune quilted lambskin",
+                     soft_attributes={"colour": "black", "hardware": "gold"})
+    assert described.soft_attributes == {"colour": "black", "hardware": "gold"}
+    candidates = list(described.candidates.all())
+    top = candidates[0]
+    assert top.sku.code == "DEMO-MAI-LUN-01"
+    typed = {m["word"].casefold() for m in top.evidence["query_text"]["matches"]}
+    assert {"lune", "lambskin"} <= typed and top.evidence["query_text"]["score"] > 0
+    soft = {m["name"]: m["agrees"] for m in top.evidence["soft_attributes"]["matches"]}
+    assert soft == {"colour": True, "hardware": True}
+    assert top.evidence["contributions"]["query_text"] > 0
+    assert top.evidence["contributions"]["soft_attributes"] > 0
+    assert top.score >= plain.candidates.first().score
+    # Same line, other colour: the stated colour counts against it, yet it stays a candidate.
+    tan = next(c for c in candidates if c.sku.code == "DEMO-MAI-LUN-02")
+    assert tan.evidence["soft_attributes"]["score"] < top.evidence["soft_attributes"]["score"]
+    assert {c.sku_id for c in candidates} == {c.sku_id for c in plain.candidates.all()}
+    # Switched off, the stage ignores them.
+    settings.RERANK_EVIDENCE = ("spatial", "text", "attributes")
+    ignored = _ran(appraiser, query_text="Maison Aubert Lune", soft_attributes={"colour": "black"})
+    assert not ignored.candidates.first().evidence.get("query_text")
+    assert not ignored.candidates.first().evidence.get("soft_attributes")
 
 
 def test_upload_page_takes_words_and_the_result_page_shows_them(appraiser, skus) -> None:
@@ -346,7 +363,7 @@ def test_undo_on_the_page_for_the_decider_only(appraiser, other_appraiser, skus)
     assert 'id="undo"' in mine.get(detail).content.decode()
     theirs = logged_in(other_appraiser)
     assert 'id="undo"' not in theirs.get(detail).content.decode()
-    theirs.post(reverse("matching:undo", args=[request.pk]))
+    assert theirs.post(reverse("matching:undo", args=[request.pk])).status_code == 404
     assert Decision.objects.exists()
     response = mine.post(reverse("matching:undo", args=[request.pk]), HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and response["HX-Redirect"] == detail
@@ -364,9 +381,11 @@ def test_undo_over_the_api(appraiser, other_appraiser, skus, settings) -> None:
              content_type="application/json")
     decision = api.get(reverse("api:match-detail", args=[request.pk])).json()["decision"]
     assert decision["undo_until"] is not None
+    # Another appraiser's item is a 404, as for an id that does not exist (issue 13).
     refused = token_client(other_appraiser).post(
         reverse("api:match-decision-undo", args=[request.pk]))
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "undo_refused"
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    assert Decision.objects.filter(request=request).exists()
     undone = api.post(reverse("api:match-decision-undo", args=[request.pk]))
     assert undone.status_code == 200 and undone.json()["decision"] is None
     again = api.post(reverse("api:match-decision-undo", args=[request.pk]))

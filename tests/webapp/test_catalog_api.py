@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
-from tests.webapp.conftest import upload
+from tests.webapp.conftest import api_token, upload
 from tests.webapp.test_catalog_pages import png
 from webapp.audit.models import AuditEntry
 from webapp.catalog.models import SKU, Category
 
 
 def token_client(user) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return Client(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ def test_retention_keeps_live_rollback_target_and_newest(
         path = tmp_path / f"extra{n}" / f"run{n}.pt"
         path.parent.mkdir()
         path.write_bytes(Path(checkpoints["useless"]).read_bytes())
+        (path.parent / f"{path.name}.abc123.onnx").write_bytes(b"export")  # a cached export
         extra.append(ModelVersion.objects.create(
             name=f"extra-{n}", model_ref=str(path), source=ModelVersion.Source.TRAINED
         ))
@@ -163,6 +164,7 @@ def test_retention_keeps_live_rollback_target_and_newest(
     for model in extra[:-1]:
         model.refresh_from_db()
         assert model.pruned_at is not None and not Path(model.model_ref).exists()
+        assert not Path(model.model_ref).parent.exists()  # its cached export went too
     assert sorted(report.checkpoints) == ["extra-0", "extra-1"]
     # A pruned model cannot be promoted any more: its checkpoint is gone.
     ModelVersion.objects.filter(pk=extra[0].pk).update(gate=ModelVersion.Gate.PASSED)

@@ -32,7 +32,9 @@ def _photos(codes: list[str]) -> list:
 
 
 # A shallow search depth makes the depth rule visible: fewer SKUs than top_k come back.
-@override_settings(GALLERY_ENRICHMENT="none", SEARCH_DEPTH=5, CONFIDENT_SCORE=0.0)
+# The visual path: `python -m ml evaluate` re-ranks only with --rerank (it reads catalogue text
+# from CSV columns, not the database); the re-ranked path is checked below.
+@override_settings(GALLERY_ENRICHMENT="none", SEARCH_DEPTH=5, CONFIDENT_SCORE=0.0, RERANK=False)
 def test_serving_gate_measure_and_ml_evaluate_rank_identically(
     catalogue, appraiser, tmp_path: Path
 ) -> None:
@@ -94,6 +96,42 @@ def test_serving_gate_measure_and_ml_evaluate_rank_identically(
     assert [[int(label) for label in r[:top_k]] for r in result.rankings] == [
         r for _, r in served
     ]
+
+
+@override_settings(GALLERY_ENRICHMENT="none", CONFIDENT_SCORE=0.0, RERANK=True,
+                   RERANK_OCR_MARGIN=1.0)
+def test_serving_gate_and_measure_rerank_identically(catalogue, appraiser) -> None:
+    """With re-ranking on, the gate and the live measurement see serving's re-ranked ranking
+    (the evidence stage runs inside ml.retrieval.rank_with_evidence for all three)."""
+    codes = list(SKU.objects.order_by("code").values_list("code", flat=True))
+    photos = _photos(codes[:3])
+    served = []
+    for code, photo in zip(codes, photos, strict=False):
+        request = match_request_create(
+            user=appraiser, uploads=[upload(f"{code}.jpg", jpeg_bytes(photo, quality=95))]
+        )
+        assert match_request_run(request_id=request.pk)
+        request.refresh_from_db()
+        candidates = list(request.candidates.order_by("rank"))
+        assert candidates[0].evidence, "re-ranking did not run"
+        served.append((request, [c.sku_id for c in candidates]))
+        decision_record(request=request, user=appraiser, outcome=Decision.Outcome.ACCEPT,
+                        candidate_id=candidates[0].pk)
+    top_k = settings.MATCH_TOP_K
+    known = {r.request_id: r for r in labelled_requests()}
+    requests = [known[request.pk] for request, _ in served]
+    model_ref = ml_gateway.default_model_ref()
+    gallery = gate.gallery_images()
+    vectors = gate._gallery_vectors(gallery, model_ref)
+    by_gate = gate.request_outcomes(requests, gallery, vectors, model_ref, top_k=top_k)
+    assert [[s.sku_id for s in o.ranking] for o in by_gate] == [r for _, r in served]
+    stored = []
+    for request, _ in served:
+        with request.photos.get().image.open("rb") as handle:
+            stored.append(load_rgb(handle.read()))
+    live = ml_gateway.rank_live([[p] for p in stored], variants={"all": None},
+                                classes=BAG_DETECTION_CLASSES, top_k=top_k)
+    assert [[s.sku_id for s in r] for r in live.rankings["all"]] == [r for _, r in served]
 
 
 def test_consecutive_pairs_are_full_pairs_of_one_label() -> None:

@@ -6,9 +6,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests.webapp.conftest import logged_in
+from tests.webapp.conftest import PASSWORD, logged_in
 from tests.webapp.test_catalog_pages import any_image, any_import, any_pair, any_scan, any_sku
 from webapp.accounts.roles import Role
+from webapp.accounts.services import user_create_with_role
 from webapp.matching.models import MatchRequest
 
 ROLES = ["anonymous", "no_role", Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN]
@@ -197,3 +198,22 @@ def test_login_page_is_public() -> None:
     response = Client().get(reverse("login"))
     assert response.status_code == 200
     assert b"Log in" in response.content
+
+
+# The owner / non-owner dimension: entries above that concern one match request. Another
+# appraiser (allowed by role) gets a 404 for them, exactly as for an id that does not exist;
+# tests/webapp/test_ownership.py covers re-box (it needs a photo), media, crops and the
+# overseers' view.
+OWNED = {"matching:detail", "matching:decide", "matching:retry", "api:match-detail",
+         "api:match-decision"}
+
+
+@pytest.mark.parametrize("name,method,url,allowed",
+                         [e for e in PAGES + API if e[0] in OWNED],
+                         ids=[e[0] for e in PAGES + API if e[0] in OWNED])
+def test_owned_entries_are_404_for_a_non_owner(match, name, method, url, allowed) -> None:
+    stranger = user_create_with_role(username="stranger", password=PASSWORD, role=Role.APPRAISER)
+    owner_client = logged_in(match.created_by)
+    stranger_client = logged_in(stranger)
+    assert getattr(stranger_client, method)(url(match)).status_code == 404, name
+    assert getattr(owner_client, method)(url(match)).status_code not in (403, 404), name

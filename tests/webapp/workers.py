@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_MATCH_STALE_S = 6.0
 
 
 def redis_url_or_skip() -> str:
@@ -45,7 +46,8 @@ def test_database_url() -> str:
 class Worker:
     """One `celery worker` process, consuming the gpu queue like production (solo pool)."""
 
-    def __init__(self, name: str, broker_url: str, log_dir: Path, **env: str) -> None:
+    def __init__(self, name: str, broker_url: str, log_dir: Path, *, queues: str = "gpu",
+                 extra_args: tuple[str, ...] = (), **env: str) -> None:
         self.log_path = log_dir / f"worker-{name}.log"
         self.environment = {
             **os.environ,
@@ -54,18 +56,23 @@ class Worker:
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "SKULENS_INDEX_DIR": str(settings.INDEX_DIR),
             "CELERY_VISIBILITY_TIMEOUT_S": "2",
+            # A dead worker's rows go stale in seconds, not a minute (webapp.sweeper).
+            "SKULENS_MATCH_STALE_S": str(TEST_MATCH_STALE_S),
             **env,
         }
+        self.queues = queues
+        self.extra_args = extra_args
         self.name = name
+        self.queues = queues
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> Worker:
+    def start(self, timeout: float = 240) -> Worker:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webapp.config", "worker", "-Q", "gpu",
+            [sys.executable, "-m", "celery", "-A", "webapp.config", "worker", "-Q", self.queues,
              "--pool=solo", "--concurrency=1", "--prefetch-multiplier=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-n", f"{self.name}@%h", "--loglevel=INFO"],
+             "-n", f"{self.name}@%h", "--loglevel=INFO", *self.extra_args],
             cwd=ROOT, env=self.environment, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -87,6 +94,16 @@ class Worker:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def terminate(self) -> None:
+        """SIGTERM: Celery's warm shutdown (finish the current task, then exit)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -13,10 +13,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
+from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAnyRole
 from webapp.api.schema import error_responses
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
-from webapp.catalog.search import MAX_QUERY_CHARS, sku_text_rank
+from webapp.catalog.search import sku_text_rank
 from webapp.catalog.selectors import sku_browse
 
 # A bad filter is a 400; a page past the end a 404.
@@ -26,10 +27,10 @@ READ_ERRORS = error_responses(400, 401, 403, 404, 429)
 class FilterInput(serializers.Serializer):
     """Query parameters; unknown ones are ignored, malformed ones are a 400."""
 
-    category = serializers.IntegerField(required=False, min_value=1)
-    brand = serializers.IntegerField(required=False, min_value=1)
-    series = serializers.IntegerField(required=False, min_value=1)
-    q = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_CHARS)
+    category = IdField(required=False)
+    brand = IdField(required=False)
+    series = IdField(required=False)
+    q = SearchTextField(required=False, allow_blank=True)
     active = serializers.ChoiceField(choices=["true", "false"], required=False)
 
 
@@ -154,7 +155,7 @@ class BrandListApi(ListAPIView):
     permission_classes = [IsAnyRole]
 
     class FilterSerializer(serializers.Serializer):
-        category = serializers.IntegerField(required=False, min_value=1)
+        category = IdField(required=False)
 
     @extend_schema_serializer(component_name="Brand")
     class OutputSerializer(serializers.ModelSerializer):
@@ -187,8 +188,8 @@ class SeriesListApi(ListAPIView):
     permission_classes = [IsAnyRole]
 
     class FilterSerializer(serializers.Serializer):
-        category = serializers.IntegerField(required=False, min_value=1)
-        brand = serializers.IntegerField(required=False, min_value=1)
+        category = IdField(required=False)
+        brand = IdField(required=False)
 
     @extend_schema_serializer(component_name="Series")
     class OutputSerializer(serializers.ModelSerializer):

@@ -8,6 +8,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from webapp.api.auth import LockedOut
+
 
 class ApiError(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
@@ -21,6 +23,7 @@ class ApiError(exceptions.APIException):
 
 
 _CODES = {
+    LockedOut: "locked_out",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.PermissionDenied: "permission_denied",

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
+from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
@@ -23,9 +24,15 @@ from webapp.matching.query_inputs import (
     MAX_SOFT_ATTRIBUTES,
     QueryInputError,
 )
-from webapp.matching.selectors import HISTORY_SHOWS, request_history, request_with_candidates
+from webapp.matching.selectors import (
+    HISTORY_SHOWS,
+    match_request_for,
+    request_history,
+    request_with_candidates,
+)
 from webapp.matching.services import (
     DecisionError,
+    DecisionInvalid,
     StorageFullError,
     decision_record,
     decision_undo,
@@ -71,6 +78,14 @@ class CandidateOutput(serializers.Serializer):
     sku = serializers.SerializerMethodField()
     query_photo = serializers.IntegerField(source="query_photo.position")
     reference_image_url = serializers.SerializerMethodField()
+    evidence = serializers.JSONField(
+        help_text="what the re-ranking stage found, empty when it did not run: visual_rank, "
+        "cosine, probability, features and contributions (evidence kind -> its part of the "
+        "score's logit); spatial (reference_id, inliers, colour_inliers, query_points and "
+        "reference_points as [x, y] pixel pairs of the query crop and the reference image, "
+        "query_parts/reference_parts: the key parts' boxes); text (OCR words matched: word, "
+        "matched, source, similarity, box); attributes, query_text, soft_attributes"
+    )
 
     @extend_schema_field(CandidateSkuOutput)
     def get_sku(self, candidate: Candidate) -> dict[str, object]:
@@ -109,6 +124,11 @@ class MatchOutput(serializers.Serializer):
     query_text = serializers.CharField(help_text="the appraiser's description of the item")
     soft_attributes = serializers.DictField(
         child=serializers.CharField(), help_text="attribute: value the appraiser stated")
+    confident = serializers.BooleanField(
+        allow_null=True,
+        help_text="the first candidate is a confident match (its score reaches the calibrated "
+        "threshold); false: no confident match, possibly a new SKU; null: not finished",
+    )
     candidates = CandidateOutput(many=True)
     decision = serializers.SerializerMethodField()
 
@@ -198,7 +218,7 @@ class MatchDetailApi(APIView):
                    operation_id="matches_retrieve")
     def get(self, request: Request, match_id: int) -> Response:
         try:
-            match = request_with_candidates(request_id=match_id)
+            match = request_with_candidates(request_id=match_id, user=request.user)
         except MatchRequest.DoesNotExist as exc:
             raise ApiError("No such match.", code="not_found", http_status=404) from exc
         return Response(MatchOutput(match, context={"request": request}).data)
@@ -211,8 +231,8 @@ class MatchDecisionApi(APIView):
     @extend_schema_serializer(component_name="MatchDecision")
     class InputSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
-        candidate_rank = serializers.IntegerField(required=False, min_value=1)
-        sku_id = serializers.IntegerField(required=False)
+        candidate_rank = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+        sku_id = IdField(required=False)
         note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
     @extend_schema_serializer(component_name="MatchDecisionRecorded")
@@ -223,14 +243,15 @@ class MatchDecisionApi(APIView):
 
     @extend_schema(request=InputSerializer,
                    responses={201: OutputSerializer,
-                              **error_responses(400, 401, 403, 404, 409, 429)},
+                              **error_responses(400, 401, 403, 404, 409, 422, 429)},
                    operation_id="matches_decision_create")
     def post(self, request: Request, match_id: int) -> Response:
+        try:  # first: someone else's match is a 404 whatever the body says
+            match = match_request_for(user=request.user, request_id=match_id, act=True)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        match = MatchRequest.objects.filter(pk=match_id).first()
-        if match is None:
-            raise ApiError("No such match.", code="not_found", http_status=404)
         rank = serializer.validated_data.get("candidate_rank")
         candidates = match.candidates.filter(rank=rank)
         candidate_id = candidates.values_list("id", flat=True).first() if rank else None
@@ -243,6 +264,8 @@ class MatchDecisionApi(APIView):
                 sku_id=serializer.validated_data.get("sku_id"),
                 note=serializer.validated_data.get("note", ""),
             )
+        except DecisionInvalid as exc:
+            raise ApiError(str(exc), code="decision_invalid", http_status=422) from exc
         except DecisionError as exc:
             raise ApiError(str(exc), code="decision_refused", http_status=409) from exc
         return Response(
@@ -262,7 +285,11 @@ class MatchDecisionUndoApi(APIView):
                                             **error_responses(401, 403, 404, 409, 429)},
                    operation_id="matches_decision_undo")
     def post(self, request: Request, match_id: int) -> Response:
-        decision = Decision.objects.filter(request_id=match_id).first()
+        try:  # someone else's match is a 404, as for an id that does not exist
+            owned = match_request_for(user=request.user, request_id=match_id, act=True)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
+        decision = Decision.objects.filter(request=owned).first()
         if decision is None:
             raise ApiError("This match has no decision to undo.", code="not_found",
                            http_status=404)
@@ -270,7 +297,7 @@ class MatchDecisionUndoApi(APIView):
             decision_undo(decision=decision, user=request.user)
         except DecisionError as exc:
             raise ApiError(str(exc), code="undo_refused", http_status=409) from exc
-        match = request_with_candidates(request_id=match_id)
+        match = request_with_candidates(request_id=match_id, user=request.user)
         return Response(MatchOutput(match, context={"request": request}).data)
 
 
@@ -280,9 +307,9 @@ class MatchHistoryApi(ListAPIView):
     permission_classes = [IsAppraiser]
 
     class FilterSerializer(serializers.Serializer):
-        q = serializers.CharField(required=False, allow_blank=True, max_length=100,
-                                  help_text="item number, decided SKU code or name, "
-                                            "description or note words")
+        q = SearchTextField(required=False, allow_blank=True,
+                            help_text="item number, decided SKU code or name, "
+                                      "description or note words")
         show = serializers.ChoiceField(choices=list(HISTORY_SHOWS), required=False)
 
     @extend_schema_serializer(component_name="MatchHistoryItem")

@@ -15,8 +15,10 @@ ErrorOutput = inline_serializer(
 
 _DESCRIPTIONS = {
     400: "Invalid input", 401: "Not authenticated", 403: "The role does not allow this",
-    404: "Not found", 409: "Refused by the current state", 413: "Upload too large",
-    429: "Throttled", 507: "Storage full",
+    404: "Not found", 405: "Method not allowed", 409: "Refused by the current state",
+    413: "Upload too large", 415: "Unsupported media type",
+    422: "Well-formed but unusable (e.g. a candidate of another match)", 429: "Throttled",
+    500: "Server error", 507: "Storage full",
 }
 
 

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp.api import catalog, catalog_admin
+from webapp.api import catalog, catalog_admin, tokens
+from webapp.api.docs import DocsView, SchemaView
 from webapp.api.fallback import not_found
 from webapp.api.matches import (
     MatchCreateApi,
@@ -35,8 +35,12 @@ urlpatterns = [
     path("v1/skus/<int:sku_id>/images/<int:image_id>", catalog_admin.SkuImageDeleteApi.as_view(),
          name="sku-image-delete"),
     path("v1/index", catalog_admin.IndexStatusApi.as_view(), name="index-status"),
-    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("v1/docs", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Tokens for the mobile app: obtain with a password, list and revoke your own.
+    path("v1/auth/token", tokens.TokenObtainApi.as_view(), name="token-obtain"),
+    path("v1/auth/tokens", tokens.TokenListApi.as_view(), name="token-list"),
+    path("v1/auth/tokens/<str:token_key>", tokens.TokenRevokeApi.as_view(), name="token-revoke"),
+    path("v1/schema", SchemaView.as_view(), name="schema"),
+    path("v1/docs", DocsView.as_view(url_name="api:schema"), name="docs"),
     # Last: unknown paths (and ids a converter refuses, e.g. -1) get a JSON 404, not HTML.
     re_path(r"", not_found),
 ]

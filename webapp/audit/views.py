@@ -12,14 +12,16 @@ from django.views.decorators.http import require_GET
 from webapp.accounts.roles import Role, role_required
 from webapp.audit.selectors import audit_actions, audit_entries
 from webapp.catalog.index_status import index_status
+from webapp.params import int_param, text_param
 
 PAGE_SIZE = 50
 
 
 def _render(request: HttpRequest, *, user: object = None) -> TemplateResponse:
-    action = request.GET.get("action", "")
+    action = text_param(request.GET, "action", max_chars=60)
     entries = audit_entries(actor_id=getattr(user, "pk", None), action_prefix=action)
-    page = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
+    page_number = int_param(request.GET, "page", default=1, strict=False)
+    page = Paginator(entries, PAGE_SIZE).get_page(page_number)
     keep = request.GET.copy()
     keep.pop("page", None)
     return TemplateResponse(

@@ -24,6 +24,7 @@ from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, DuplicatePair, DuplicateScan, SKUImage
 from webapp.catalog.selectors import indexable_images
 from webapp.catalog.services import Actor, CatalogueError, MergeSummary, sku_merge
+from webapp.sweeper import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def duplicate_scan_request(*, actor: Actor, threshold: float | None = None) -> D
             requested_by=actor if actor is not None and actor.is_authenticated else None,
             threshold=threshold,
         )
-        transaction.on_commit(lambda: scan_duplicates.delay(scan.pk))
+        enqueue_on_commit(scan_duplicates, scan.pk)  # a lost message: the sweeper resends
     return scan
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -11,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ml.backends import DETECTOR_BACKENDS, EMBED_BACKENDS
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
+from ml.rerank.types import EVIDENCE_KINDS
 from webapp.config.env import env_bool, env_float, env_int, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -25,6 +27,39 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# HTTPS in production (README "Production settings"); all off by default for the embedded,
+# plain-HTTP `make run`. `manage.py check --deploy` is clean with the documented values.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Load balancers probe over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SESSION_COOKIE_HTTPONLY = True
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips a client's own).
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content Security Policy (django-csp): scripts and styles only from this site. Inline style
+# attributes are allowed for the computed box and progress-bar geometry, nothing else inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+if env_bool("SKULENS_CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY, CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY, None
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -34,7 +69,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "webapp.accounts",
@@ -42,12 +79,16 @@ INSTALLED_APPS = [
     "webapp.matching",
     "webapp.review",
     "webapp.learning",
+    "webapp.history",
     "webapp.api",
     "webapp.audit",
+    "webapp.ops",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself, compressed and cached (README, "Production").
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "webapp.matching.middleware.UploadLimitMiddleware",
@@ -57,7 +98,12 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "webapp.accounts.middleware.LoginRequiredMiddleware",
+    "webapp.errors.BadParameterMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during login into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+CSRF_FAILURE_VIEW = "webapp.errors.csrf_failure"
 
 ROOT_URLCONF = "webapp.config.urls"
 WSGI_APPLICATION = "webapp.config.wsgi.application"
@@ -95,6 +141,23 @@ if os.environ.get("SKULENS_TEST_DB_NAME") and not _on_sqlite:
     DATABASES["default"]["TEST"] = {"NAME": os.environ["SKULENS_TEST_DB_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes counts failed logins (form, token endpoint, bad API tokens) and locks out a
+# username from an address after AXES_FAILURE_LIMIT failures, for the cool-off time.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SKULENS_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("SKULENS_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "webapp.accounts.lockout.client_ip"
+AXES_VERBOSE = False
+# Proxies in front of Django that append to X-Forwarded-For (0: use the socket's address, so a
+# client cannot pick its own address to dodge the lockout).
+PROXY_COUNT = env_int("SKULENS_PROXY_COUNT", 0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -110,18 +173,55 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
-SERVE_MEDIA = env_bool("SKULENS_SERVE_MEDIA", True)
+# Media go through an authorised view (webapp.matching.media). "django" streams the file;
+# behind nginx "x-accel-redirect" (an internal location at MEDIA_ACCEL_PREFIX), behind Apache or
+# lighttpd "x-sendfile", and the web server sends the bytes.
+MEDIA_SERVER = env_str("SKULENS_MEDIA_SERVER", "django")
+if MEDIA_SERVER not in ("django", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured(
+        "SKULENS_MEDIA_SERVER must be django, x-accel-redirect or x-sendfile"
+    )
+MEDIA_ACCEL_PREFIX = env_str("SKULENS_MEDIA_ACCEL_PREFIX", "/protected-media/")
+# Media (photos, reference images) and the index artefact store (webapp.learning.artifacts) go
+# through this storage: a local folder by default; an S3-compatible bucket with e.g.
+# {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "..."}}.
+try:
+    MEDIA_STORAGE: dict[str, object] = json.loads(env_str("SKULENS_MEDIA_STORAGE", "{}"))
+except json.JSONDecodeError as _exc:
+    raise ImproperlyConfigured(f"SKULENS_MEDIA_STORAGE must be a JSON object: {_exc}") from _exc
+if not isinstance(MEDIA_STORAGE, dict):
+    raise ImproperlyConfigured("SKULENS_MEDIA_STORAGE must be a JSON object")
+# Hashed static names (far-future caching) need `collectstatic` first: `make serve` runs it.
+STATIC_MANIFEST = env_bool("SKULENS_STATIC_MANIFEST", not DEBUG)
+STORAGES = {
+    "default": {
+        "BACKEND": MEDIA_STORAGE.get("BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": MEDIA_STORAGE.get("OPTIONS", {}),
+    },
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
 
 # Uploads: validated by content in webapp.matching.validation.
 MATCH_MAX_PHOTOS = env_int("SKULENS_MAX_PHOTOS", 8)
 UPLOAD_MAX_BYTES = env_int("SKULENS_UPLOAD_MAX_BYTES", 25 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("SKULENS_UPLOAD_MAX_PIXELS", 40_000_000)
+# The stored working copy (what the worker and the browser see) is at most this long a side.
+PHOTO_MAX_SIDE = env_int("SKULENS_PHOTO_MAX_SIDE", 4096)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django's own hard stop for abuse; the friendly per-item limit is MATCH_MAX_PHOTOS.
 DATA_UPLOAD_MAX_NUMBER_FILES = 100
+
+# Bounded work (webapp.params): search text longer than this is refused with a 400.
+SEARCH_MAX_CHARS = env_int("SKULENS_SEARCH_MAX_CHARS", 100)
+SEARCH_MAX_WORDS = env_int("SKULENS_SEARCH_MAX_WORDS", 8)
 
 # Matching.
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
@@ -136,6 +236,25 @@ if FUSION_STRATEGY not in STRATEGIES:
     raise ImproperlyConfigured(
         f"SKULENS_FUSION must be one of {', '.join(STRATEGIES)}, not {FUSION_STRATEGY!r}"
     )
+# Re-ranking (ml.rerank): the first RERANK_TOP_K candidates checked with local features, text on
+# the item, attribute heads and what the appraiser typed, fused into a calibrated probability.
+RERANK = env_bool("SKULENS_RERANK", True)
+RERANK_TOP_K = env_int("SKULENS_RERANK_TOP_K", 8)
+RERANK_EVIDENCE = tuple(
+    k.strip() for k in env_str(
+        "SKULENS_RERANK_EVIDENCE", "spatial,text,attributes,query_text,soft_attributes"
+    ).split(",") if k.strip()
+)
+_unknown_evidence = set(RERANK_EVIDENCE) - set(EVIDENCE_KINDS)
+if _unknown_evidence:
+    raise ImproperlyConfigured(
+        f"SKULENS_RERANK_EVIDENCE: unknown kinds {sorted(_unknown_evidence)}; "
+        f"choose from {', '.join(EVIDENCE_KINDS)}"
+    )
+# Text is read only when the first two candidates' cosines are closer than this (its cost).
+RERANK_OCR_MARGIN = env_float("SKULENS_RERANK_OCR_MARGIN", 0.04)
+# Decided requests before the fusion is refitted on them (daily, with the thresholds).
+FUSION_MIN_DECISIONS = env_int("SKULENS_FUSION_MIN_DECISIONS", 50)
 # References searched per photo before fusion (ml.retrieval): the same for serving, the gate
 # and the measurements, so a ranking cut at 4 is a prefix of the one cut at 8.
 SEARCH_DEPTH = env_int("SKULENS_SEARCH_DEPTH", 200)
@@ -169,13 +288,15 @@ RETRAIN_MIN_BAD_CASES = env_int("SKULENS_RETRAIN_MIN_BAD_CASES", 50)
 RETRAIN_CHECK_S = env_float("SKULENS_RETRAIN_CHECK_S", 900.0)
 AUTO_PROMOTE = env_bool("SKULENS_AUTO_PROMOTE", True)
 TRAIN_BACKBONE = env_str("SKULENS_TRAIN_BACKBONE", "efficientnet_lite0")
-TRAIN_EPOCHS = env_int("SKULENS_TRAIN_EPOCHS", 10)
+# The defaults are the best recipe measured (docs/training.md): end to end at 224 px, 24 epochs
+# of a cosine schedule that a budget shortens to fit.
+TRAIN_EPOCHS = env_int("SKULENS_TRAIN_EPOCHS", 24)
 TRAIN_IMAGE_SIZE = env_int("SKULENS_TRAIN_IMAGE_SIZE", 0)  # 0: the backbone's own
 TRAIN_EMBEDDING_DIM = env_int("SKULENS_TRAIN_EMBEDDING_DIM", 256)  # 0: pooled features
-# > 0: cached-trunk training (cheap on CPU); 0: end to end (use on a GPU).
-TRAIN_CACHED_VIEWS = env_int("SKULENS_TRAIN_CACHED_VIEWS", 4)
+# 0: end to end (the recipe); > 0: cached-trunk training (much cheaper, much weaker).
+TRAIN_CACHED_VIEWS = env_int("SKULENS_TRAIN_CACHED_VIEWS", 0)
 TRAIN_BATCHES_PER_EPOCH = env_int("SKULENS_TRAIN_BATCHES_PER_EPOCH", 0)  # 0: one pass
-TRAIN_MAX_MINUTES = env_float("SKULENS_TRAIN_MAX_MINUTES", 120.0)
+TRAIN_MAX_MINUTES = env_float("SKULENS_TRAIN_MAX_MINUTES", 45.0)
 # Any other ml.train.TrainConfig field, as JSON, e.g. {"loss": "triplet_semihard"}.
 try:
     TRAIN_OPTIONS: dict[str, object] = json.loads(env_str("SKULENS_TRAIN_OPTIONS", "{}"))
@@ -226,6 +347,20 @@ if OVERLAP_PHOTOS < 0:
 # Fault injection for the worker-kill test: seconds to sleep between claiming and storing.
 MATCH_TEST_DELAY_S = env_float("SKULENS_MATCH_TEST_DELAY_S", 0.0)
 
+# Operations (webapp.ops): /healthz, /readyz and /metrics. Prometheus metrics are written by
+# every process (gunicorn workers, Celery workers) into one folder per machine and summed on
+# scrape (prometheus-client's multiprocess mode); the variable must be set before the client
+# is imported, which settings are.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Bearer token for /metrics; empty: open (keep it behind the proxy).
+METRICS_TOKEN = env_secret("SKULENS_METRICS_TOKEN") or ""
+# A Celery worker also serves its machine's metrics on this port (GPU hosts without a web
+# process); 0 = off.
+WORKER_METRICS_PORT = env_int("SKULENS_WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDR = env_str("SKULENS_WORKER_METRICS_ADDR", "127.0.0.1")
+
 # Celery. The embedded default uses kombu's filesystem transport: no server to run.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_DIR = VAR_DIR / "broker"
@@ -265,21 +400,52 @@ CELERY_BEAT_SCHEDULE = {
     "import-uploads-daily": {"task": "catalog.prune_import_bundles", "schedule": 86400.0},
     "artifacts-prune-daily": {"task": "learning.prune_artifacts", "schedule": 86400.0},
 }
+# Never stuck (webapp.sweeper): a beat task re-sends the tasks of rows whose message was lost.
+SWEEP_INTERVAL_S = env_float("SKULENS_SWEEP_INTERVAL_S", 60.0)
+# A QUEUED row whose last message is older than this is sent again (duplicates are harmless).
+REQUEUE_AFTER_S = env_float("SKULENS_REQUEUE_AFTER_S", 120.0)
+# A RUNNING match whose worker has not written a heartbeat for this long lost its worker.
+MATCH_STALE_S = env_float("SKULENS_MATCH_STALE_S", 60.0)
+MATCH_HEARTBEAT_S = max(0.5, MATCH_STALE_S / 6)
+# Promotions and duplicate scans have no heartbeat: RUNNING this long means lost.
+LONG_TASK_STALE_S = env_float("SKULENS_LONG_TASK_STALE_S", 3600.0)
+SWEEP_BATCH = env_int("SKULENS_SWEEP_BATCH", 500)
+CELERY_BEAT_SCHEDULE["sweep-stuck-work"] = {
+    "task": "matching.sweep_stuck_work", "schedule": SWEEP_INTERVAL_S,
+}
 CELERY_TIMEZONE = "UTC"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.api.auth.AuditedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapp.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("SKULENS_API_THROTTLE", "600/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("SKULENS_API_THROTTLE", "600/minute"),
+        # The token endpoint, per client address (axes locks out repeated failures).
+        "login": env_str("SKULENS_LOGIN_THROTTLE", "20/minute"),
+    },
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }
+# Mobile-app tokens (django-rest-knox): hashed at rest, one per device, expiring; each use
+# slides the expiry forward, up to TOKEN_MAX_DAYS after the token was issued.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_float("SKULENS_TOKEN_TTL_HOURS", 168.0)),
+    "AUTO_REFRESH": True,
+    "AUTO_REFRESH_MAX_TTL": timedelta(days=env_float("SKULENS_TOKEN_MAX_DAYS", 90.0)),
+    "TOKEN_LIMIT_PER_USER": env_int("SKULENS_TOKEN_LIMIT_PER_USER", 10),
+    "AUTH_HEADER_PREFIX": "Token",
+}
+# One "token.use" audit entry per token per this many seconds (every request would flood it).
+TOKEN_AUDIT_INTERVAL_S = env_int("SKULENS_TOKEN_AUDIT_INTERVAL_S", 300)
+# The OpenAPI schema and Swagger UI need a login unless this opens them.
+API_DOCS_PUBLIC = env_bool("SKULENS_API_DOCS_PUBLIC", False)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "SKU Lens API",
     "DESCRIPTION": "Photo-to-SKU matching: post photos, get ranked catalogue candidates.",
@@ -300,5 +466,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "faiss.loader": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }

@@ -168,8 +168,13 @@ def request_outcomes(
         start += len(r.photo_ids)
         allowed.append(np.flatnonzero(candidates & (origin != r.request_id)).astype(np.int64))
     labels = np.repeat([r.sku_id for r in requests], [len(r.photo_ids) for r in requests])
+    crops = None
+    if settings.RERANK:  # the evidence stage sees the crops the match saw, as serving does
+        photos = QueryPhoto.objects.in_bulk([p for r in requests for p in r.photo_ids])
+        crops = [[query_photo_crop(photos[p]) for p in r.photo_ids] for r in requests]
     return ml_gateway.gallery_outcomes(
-        gallery_vectors, gallery.labels, vectors, labels, groups, allowed=allowed, top_k=top_k
+        gallery_vectors, gallery.labels, vectors, labels, groups, allowed=allowed, top_k=top_k,
+        gallery_image_ids=gallery.image_ids, crops=crops, model_ref=model_ref,
     )
 
 

@@ -34,8 +34,9 @@ class PromotionError(ValueError):
 
 def _enqueue(promotion_id: int) -> None:
     from webapp.learning.tasks import promote_model
+    from webapp.sweeper import enqueue_on_commit
 
-    transaction.on_commit(lambda: promote_model.delay(promotion_id))
+    enqueue_on_commit(promote_model, promotion_id)  # a lost message: the sweeper resends
 
 
 def promotion_kind(model: ModelVersion) -> str:

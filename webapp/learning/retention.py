@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp import ml_gateway
+from webapp.learning import artifacts
 from webapp.learning.models import IndexVersion, ModelVersion, Promotion, TrainingRun
 from webapp.learning.selectors import active_index_version, live_model_ref
 
@@ -79,6 +80,7 @@ def artifacts_prune(
         pk__in=keep_versions
     ):
         shutil.rmtree(ml_gateway.index_path(version.name), ignore_errors=True)
+        artifacts.index_artifact_delete(name=version.name)  # the replicas' copy too
         IndexVersion.objects.filter(pk=version.pk).update(
             status=IndexVersion.Status.PRUNED, pruned_at=timezone.now()
         )
@@ -91,6 +93,10 @@ def artifacts_prune(
     for model in trained.exclude(pk__in=keep_model_ids).exclude(model_ref__in=protected_refs):
         checkpoint = Path(model.model_ref)
         checkpoint.unlink(missing_ok=True)
+        # Runtime exports cached beside it (`<checkpoint>.<key>.onnx` and their sidecars).
+        for export in checkpoint.parent.glob(f"{checkpoint.name}.*"):
+            export.unlink(missing_ok=True)
+        artifacts.checkpoint_artifact_delete(model_ref=model.model_ref)
         if checkpoint.parent.is_dir() and not any(checkpoint.parent.iterdir()):
             checkpoint.parent.rmdir()
         ModelVersion.objects.filter(pk=model.pk).update(pruned_at=timezone.now())

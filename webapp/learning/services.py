@@ -13,15 +13,17 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb
-from ml.index import INDEX_FILE, VectorIndex
+from ml.index import INDEX_FILE, IndexCorruptError, VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.models import SKUImage
 from webapp.catalog.selectors import indexable_images
+from webapp.learning import artifacts
 from webapp.learning.locks import index_publish_lock
 from webapp.learning.models import IndexVersion
 from webapp.learning.selectors import active_index_version
@@ -150,9 +152,10 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     index: VectorIndex | None = None
     if parent and not full_rebuild and parent.model_version == model_name:
         try:
+            artifacts.index_local_ensure(name=parent.name)  # built on another machine?
             index, _ = VectorIndex.load(ml_gateway.index_path(parent.name))
-        except FileNotFoundError:
-            logger.warning("index files of %s are missing: rebuilding", parent.name)
+        except (FileNotFoundError, IndexCorruptError, artifacts.ArtifactError) as exc:
+            logger.error("index files of %s are unusable (%s): rebuilding", parent.name, exc)
         # Incremental updates keep the index type; rebuild once its size calls for another
         # (flat grown to IVF_THRESHOLD, IVF shrunk, or IVF lists trained for another size).
         if index is not None and index.needs_rebuild:
@@ -192,6 +195,15 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}
     index.save(ml_gateway.index_path(name), meta=meta)
+    if settings.RERANK and {"spatial", "text"} & set(settings.RERANK_EVIDENCE):
+        # Reference keypoints and words live in the version's directory, versioned with it.
+        computed = ml_gateway.reference_store_publish(
+            name, index.ids().tolist(), parent=parent.name if parent else None
+        )
+        logger.info("reference evidence of %s: %d computed, %d reused", name, computed,
+                    index.ntotal - computed)
+    # Before the flip: a worker on another machine fetches the version from the store.
+    artifacts.index_artifact_upload(name=name, model_ref=model_ref)
     with transaction.atomic():
         IndexVersion.objects.filter(is_active=True).update(is_active=False)
         version = IndexVersion.objects.create(

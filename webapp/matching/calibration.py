@@ -1,4 +1,5 @@
-"""Per-category "confident match" thresholds, fitted on what appraisers decided."""
+"""Fitted on what appraisers decided: the re-ranking's fusion weights, and per-category
+"confident match" thresholds. Both are refitted by the same daily beat task."""
 
 from __future__ import annotations
 
@@ -9,24 +10,82 @@ from django.conf import settings
 from django.db import transaction
 
 from ml.calibrate import calibrate_threshold
+from ml.rerank.fusion import DEFAULT_FUSION, FusionModel, fit_fusion
 from webapp.catalog.models import Category
-from webapp.matching.models import Candidate, Decision, ScoreThreshold
+from webapp.matching.models import Candidate, Decision, FusionWeights, ScoreThreshold
+
+
+def _verdicts() -> dict[int, tuple[str, int | None]]:
+    decided = Decision.objects.values_list("request_id", "outcome", "sku_id")
+    return {request_id: (outcome, sku_id) for request_id, outcome, sku_id in decided}
+
+
+def _right(verdict: tuple[str, int | None], sku_id: int) -> bool:
+    outcome, decided_sku = verdict
+    return outcome != Decision.Outcome.REJECT and decided_sku == sku_id
 
 
 def _reviewed_top_candidates() -> dict[int, tuple[list[float], list[bool]]]:
-    """Per predicted category: top-candidate scores and whether the top candidate was right."""
-    decided = Decision.objects.values_list("request_id", "outcome", "sku_id")
-    verdicts = {request_id: (outcome, sku_id) for request_id, outcome, sku_id in decided}
-    tops = Candidate.objects.filter(rank=1, request_id__in=verdicts.keys()).values_list(
-        "request_id", "score", "sku_id", "sku__series__brand__category_id"
+    """Per predicted category: top-candidate scores and whether the top candidate was right.
+
+    A request the re-ranking stage scored is re-scored with the fusion now in use (from the
+    features it stored), so thresholds and fusion always describe the same score."""
+    verdicts = _verdicts()
+    fusion = active_fusion()
+    best: dict[int, tuple[float, int, int]] = {}
+    rows = Candidate.objects.filter(request_id__in=verdicts.keys()).values_list(
+        "request_id", "rank", "score", "sku_id", "sku__series__brand__category_id", "evidence"
     )
+    for request_id, rank, score, sku_id, category_id, evidence in rows:
+        features = (evidence or {}).get("features")
+        if features:
+            score = fusion.probability(features)
+        elif rank != 1:
+            continue
+        if request_id not in best or score > best[request_id][0]:
+            best[request_id] = (score, sku_id, category_id)
     samples: dict[int, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
-    for request_id, score, sku_id, category_id in tops:
-        outcome, decided_sku = verdicts[request_id]
-        right = outcome != Decision.Outcome.REJECT and decided_sku == sku_id
+    for request_id, (score, sku_id, category_id) in best.items():
         samples[category_id][0].append(score)
-        samples[category_id][1].append(right)
+        samples[category_id][1].append(_right(verdicts[request_id], sku_id))
     return samples
+
+
+def active_fusion() -> FusionModel:
+    """The newest fusion fitted on decisions, else the measured default."""
+    row = FusionWeights.objects.first()
+    if row is None:
+        return DEFAULT_FUSION
+    return FusionModel(dict(row.weights), row.intercept, row.threshold, row.source,
+                       dict(row.metrics))
+
+
+@transaction.atomic
+def fusion_recalibrate(*, min_decisions: int | None = None) -> FusionWeights | None:
+    """Refit the fusion on every decided request whose candidates carry evidence features:
+    a candidate is right when it is the SKU finally attached. None (the current fusion stays)
+    with fewer than `min_decisions` such requests or without both outcomes."""
+    needed = min_decisions or settings.FUSION_MIN_DECISIONS
+    verdicts = _verdicts()
+    rows, labels, groups = [], [], []
+    for request_id, sku_id, evidence in Candidate.objects.filter(
+        request_id__in=verdicts.keys()
+    ).values_list("request_id", "sku_id", "evidence"):
+        features = (evidence or {}).get("features")
+        if features:
+            rows.append(features)
+            labels.append(_right(verdicts[request_id], sku_id))
+            groups.append(request_id)
+    decided = len(set(groups))
+    if decided < needed or all(labels) or not any(labels):
+        return None
+    model = fit_fusion(rows, labels, groups=groups,
+                       threshold_precision=settings.CALIBRATION_TARGET_PRECISION,
+                       source=f"decisions:{decided}")
+    return FusionWeights.objects.create(
+        weights=dict(model.weights), intercept=model.intercept, threshold=model.threshold,
+        source=model.source, decisions=decided, metrics=dict(model.metrics),
+    )
 
 
 @transaction.atomic
@@ -60,8 +119,14 @@ def thresholds_recalibrate(
 
 
 def confident_threshold(category: Category | None) -> float:
+    """The category's calibrated threshold; until it has one, that of the fusion refitted on
+    decisions (when there is one), else SKULENS_CONFIDENT_SCORE."""
     if category is not None:
         row = ScoreThreshold.objects.filter(category=category).first()
         if row is not None:
             return row.threshold
+    if settings.RERANK:
+        fitted = FusionWeights.objects.values_list("threshold", flat=True).first()
+        if fitted is not None:
+            return fitted
     return settings.CONFIDENT_SCORE

@@ -4,7 +4,7 @@ from django import forms
 
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Decision
-from webapp.matching.selectors import HISTORY_SHOWS
+from webapp.params import MAX_ID
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -28,16 +28,9 @@ class MatchRequestForm(forms.Form):
 
 class DecisionForm(forms.Form):
     outcome = forms.ChoiceField(choices=Decision.Outcome.choices)
-    candidate = forms.IntegerField(required=False)
-    sku = forms.IntegerField(required=False)
+    candidate = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    sku = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     note = forms.CharField(required=False, max_length=2000)
-
-
-class HistoryForm(forms.Form):
-    q = forms.CharField(required=False)
-    show = forms.ChoiceField(required=False, choices=[(k, label) for k, (label, _q) in
-                                                      HISTORY_SHOWS.items()])
-    page = forms.IntegerField(required=False, min_value=1)
 
 
 class BoxForm(forms.Form):

@@ -15,7 +15,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.db import transaction
 
 from webapp.catalog.models import SKUImage
 from webapp.matching.calibration import confident_threshold
@@ -59,8 +58,9 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
         added.append(reference)
     if added:
         from webapp.learning.tasks import sync_index
+        from webapp.sweeper import enqueue_on_commit
 
-        transaction.on_commit(sync_index.delay)
+        enqueue_on_commit(sync_index)
     return added
 
 

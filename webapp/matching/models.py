@@ -34,6 +34,12 @@ class MatchRequest(models.Model):
     index_version = models.CharField(max_length=120, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last time a task was sent for it: the sweeper re-sends QUEUED rows whose message was
+    # lost (broker down at enqueue, the filesystem broker's deleted-on-receive messages).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds by the worker running it: a RUNNING row with an old heartbeat
+    # lost its worker and may be taken over; a fresh one may not (no match runs twice).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
     # Requests the worker ran through the model together with this one (itself included).
     batch_size = models.PositiveSmallIntegerField(default=1)
@@ -41,6 +47,18 @@ class MatchRequest(models.Model):
     # evidence for re-ranking, never a filter.
     query_text = models.TextField(blank=True, default="")
     soft_attributes = models.JSONField(default=dict, blank=True)  # {"colour": "red", ...}
+    # The first candidate reached the calibrated threshold (the page's "confident"); null
+    # until the match has run.
+    confident = models.BooleanField(null=True, blank=True)
+
+    class Source(models.TextChoices):
+        APPRAISAL = "appraisal", "Appraisal"
+        HISTORY = "history", "Imported history"
+
+    # "history": a past listing imported as confirmed labelled data (webapp.history): done,
+    # decided, no candidates; not live work, so kept out of the appraiser's pages and the
+    # statistics of live decisions.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.APPRAISAL)
 
     class Meta:
         ordering = ["-created_at"]
@@ -111,12 +129,17 @@ class Candidate(models.Model):
     request = models.ForeignKey(MatchRequest, on_delete=models.CASCADE, related_name="candidates")
     rank = models.PositiveSmallIntegerField()
     sku = models.ForeignKey(SKU, on_delete=models.PROTECT, related_name="+")
-    score = models.FloatField(help_text="cosine similarity mapped to [0, 1]")
+    score = models.FloatField(
+        help_text="fused probability of being the SKU (re-ranking), else cosine mapped to [0, 1]"
+    )
     cosine = models.FloatField()
     query_photo = models.ForeignKey(QueryPhoto, on_delete=models.CASCADE, related_name="+")
     reference_image = models.ForeignKey(
         SKUImage, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # What the re-ranking stage found (ml.rerank.CandidateEvidence as JSON): matched
+    # keypoints, key parts, OCR words, attribute agreement, features and contributions.
+    evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["request_id", "rank"]
@@ -150,6 +173,26 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"Match #{self.request_id}: {self.outcome}"
+
+
+class FusionWeights(models.Model):
+    """A fusion model (ml.rerank.fusion.FusionModel) fitted on review decisions; the newest
+    row is the one in use, the measured default until there is one."""
+
+    weights = models.JSONField()
+    intercept = models.FloatField()
+    threshold = models.FloatField(help_text="probability from which the first is confident")
+    source = models.CharField(max_length=60)
+    decisions = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    fitted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-fitted_at", "-pk"]
+        verbose_name_plural = "fusion weights"
+
+    def __str__(self) -> str:
+        return f"fusion {self.source} ({self.decisions} decisions, {self.fitted_at:%Y-%m-%d})"
 
 
 class ScoreThreshold(models.Model):

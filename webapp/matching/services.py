@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,13 +16,14 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
 from ml.images import load_rgb
-from ml.types import Box
+from ml.types import Box, SkuScore
 from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, Brand, Category, Series
@@ -42,20 +44,25 @@ class StorageFullError(OSError):
 
 
 class DecisionError(ValueError):
-    pass
+    """Refused by the match's state (not finished, already decided)."""
+
+
+class DecisionInvalid(DecisionError):
+    """Well-formed but unusable content: a candidate or SKU that does not fit this match."""
+
+
+class MatchBusy(RuntimeError):
+    """Another worker is running this request and is alive (its heartbeat is fresh)."""
 
 
 def _enqueue(request_id: int) -> None:
+    """Send the match task once this commits; with the broker down the row stays QUEUED and
+    the sweeper sends it later (webapp.sweeper)."""
     from webapp.matching.tasks import run_match
+    from webapp.sweeper import enqueue_on_commit
 
-    transaction.on_commit(lambda: run_match.delay(request_id))
-
-
-def _delete_files(photos: Sequence[QueryPhoto]) -> None:
-    for photo in photos:
-        for field in (photo.original, photo.image):
-            if field and field.name:
-                field.storage.delete(field.name)
+    MatchRequest.objects.filter(pk=request_id).update(enqueued_at=timezone.now())
+    enqueue_on_commit(run_match, request_id)
 
 
 def match_request_create(
@@ -77,28 +84,28 @@ def match_request_create(
     text = query_text_clean(query_text)
     attributes = soft_attributes_clean(soft_attributes, known_keys=sku_attribute_keys())
     valid = validate_photos(uploads)
-    saved: list[QueryPhoto] = []
+    written: list[str] = []  # every file name, before it is written: a write cut short too
     try:
         with transaction.atomic():
             request = MatchRequest.objects.create(
                 created_by=user, category=category, brand=brand, series=series,
-                query_text=text, soft_attributes=attributes,
+                query_text=text, soft_attributes=attributes, enqueued_at=timezone.now(),
             )
             for position, photo in enumerate(valid):
-                saved.append(_photo_store(request, position, photo))
+                _photo_store(request, position, photo, written)
             _enqueue(request.id)
-    except OSError as exc:
-        _delete_files(saved)
-        if exc.errno == errno.ENOSPC:
+    except BaseException as exc:
+        for name in written:
+            default_storage.delete(name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise StorageFullError("The server's storage is full; nothing was saved.") from exc
-        raise
-    except BaseException:
-        _delete_files(saved)
         raise
     return request
 
 
-def _photo_store(request: MatchRequest, position: int, photo: ValidPhoto) -> QueryPhoto:
+def _photo_store(
+    request: MatchRequest, position: int, photo: ValidPhoto, written: list[str]
+) -> QueryPhoto:
     row = QueryPhoto(
         request=request,
         position=position,
@@ -108,8 +115,12 @@ def _photo_store(request: MatchRequest, position: int, photo: ValidPhoto) -> Que
         height=photo.height,
     )
     stem = f"m{request.id}-{position}"
-    row.original.save(f"{stem}.{photo.extension}", ContentFile(photo.original), save=False)
-    row.image.save(f"{stem}.jpg", ContentFile(photo.normalised_jpeg), save=False)
+    for field, filename, data in ((row.original, f"{stem}.{photo.extension}", photo.original),
+                                  (row.image, f"{stem}.jpg", photo.normalised_jpeg)):
+        name = field.storage.get_available_name(field.field.generate_filename(row, filename))
+        written.append(name)
+        field.name = field.storage.save(name, ContentFile(data))
+        written.append(field.name)
     row.save()
     return row
 
@@ -144,20 +155,74 @@ def filter_plan(request: MatchRequest) -> FilterPlan:
     return FilterPlan(None, relaxed)
 
 
+def _orphaned() -> Q:
+    """RUNNING rows whose worker stopped writing its heartbeat."""
+    stale = timezone.now() - timedelta(seconds=settings.MATCH_STALE_S)
+    return Q(status=MatchRequest.Status.RUNNING) & (
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
+    )
+
+
 def _claim(request_id: int, *, redelivered_ok: bool = True) -> bool:
-    """Compare-and-swap to RUNNING. A redelivered task may re-claim a RUNNING row (its worker
-    died); a request taken along in another's batch may only be claimed while QUEUED."""
-    statuses = [MatchRequest.Status.QUEUED]
+    """Compare-and-swap to RUNNING. A redelivered task may take over a RUNNING row only once
+    its heartbeat is stale (its worker died); a request taken along in another's batch may
+    only be claimed while QUEUED. Raises MatchBusy while a live worker holds the row."""
+    claimable = Q(status=MatchRequest.Status.QUEUED)
     if redelivered_ok:
-        statuses.append(MatchRequest.Status.RUNNING)
-    claimed = MatchRequest.objects.filter(pk=request_id, status__in=statuses).update(
+        claimable |= _orphaned()
+    now = timezone.now()
+    claimed = MatchRequest.objects.filter(claimable, pk=request_id).update(
         status=MatchRequest.Status.RUNNING,
-        started_at=timezone.now(),
+        started_at=now,
+        heartbeat_at=now,
         attempts=F("attempts") + 1,
         stage="embedding",
         progress=20,
     )
-    return claimed == 1
+    if claimed:
+        return True
+    if redelivered_ok and MatchRequest.objects.filter(
+        pk=request_id, status=MatchRequest.Status.RUNNING
+    ).exists():
+        raise MatchBusy(f"match {request_id} is running on a live worker")
+    return False
+
+
+class _Heartbeat:
+    """Writes heartbeat_at of the claimed requests every MATCH_HEARTBEAT_S from a thread, so
+    that a dead worker's rows go stale and a live worker's rows never do."""
+
+    def __init__(self, request_ids: list[int]) -> None:
+        self.request_ids = request_ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="match-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        failing = False
+        try:
+            while not self._stop.wait(settings.MATCH_HEARTBEAT_S):
+                try:
+                    MatchRequest.objects.filter(
+                        pk__in=self.request_ids, status=MatchRequest.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                    failing = False
+                except DatabaseError as exc:  # the task itself reports the outage
+                    if not failing:
+                        logger.warning("heartbeat of %s failed: %s", self.request_ids, exc)
+                    failing = True
+                    connection.close()
+        finally:
+            connection.close()
 
 
 @dataclass
@@ -188,6 +253,9 @@ def _match_input(request_id: int) -> _MatchInput:
             for photo in photos
         ],
         detection_classes=detection_classes_for(request),
+        # The appraiser's words: evidence for re-ranking, not filters.
+        query_text=request.query_text,
+        soft_attributes=request.soft_attributes,
     )
     return _MatchInput(request_id, photos, plan, query, load_ms)
 
@@ -225,10 +293,16 @@ def match_request_run(*, request_id: int) -> bool:
     it is run alone, so that one bad request fails only itself."""
     if not _claim(request_id):
         return False
-    leader = _match_input(request_id)
-    batch = [leader, *_batch_mates(request_id, settings.MATCH_BATCH - 1)]
-    if settings.MATCH_TEST_DELAY_S:
-        time.sleep(settings.MATCH_TEST_DELAY_S)
+    with _Heartbeat([request_id]) as heartbeat:
+        leader = _match_input(request_id)
+        batch = [leader, *_batch_mates(request_id, settings.MATCH_BATCH - 1)]
+        heartbeat.request_ids = [item.request_id for item in batch]
+        if settings.MATCH_TEST_DELAY_S:
+            time.sleep(settings.MATCH_TEST_DELAY_S)
+        return _run_batch(leader, batch)
+
+
+def _run_batch(leader: _MatchInput, batch: list[_MatchInput]) -> bool:
     try:
         results = ml_gateway.match_batch([item.query for item in batch], top_k=settings.MATCH_TOP_K)
     except Exception:
@@ -254,7 +328,27 @@ def _run_alone(item: _MatchInput) -> None:
 
 
 def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_size: int) -> bool:
-    """Store candidates and isolation once; False if the request is no longer running."""
+    """Store candidates and isolation once; False if the request is no longer running.
+
+    All or nothing: if a mask cannot be written (a full disk), the rows are rolled back and
+    the masks already written are deleted, and StorageFullError says so."""
+    written: list[str] = []
+    try:
+        return _result_store_once(item, result, batch_size=batch_size, written=written)
+    except BaseException as exc:
+        for name in written:
+            default_storage.delete(name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise StorageFullError(
+                "The server's storage is full: the result could not be saved. Retry once "
+                "space has been freed; nothing was lost."
+            ) from exc
+        raise
+
+
+def _result_store_once(
+    item: _MatchInput, result: ml_gateway.MatchResult, *, batch_size: int, written: list[str]
+) -> bool:
     MatchRequest.objects.filter(pk=item.request_id, status=MatchRequest.Status.RUNNING).update(
         stage="storing", progress=90
     )
@@ -265,7 +359,8 @@ def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_si
             return False
         locked.candidates.all().delete()
         for photo, isolation in zip(item.photos, result.isolations, strict=True):
-            _photo_isolation_store(photo, isolation)
+            _photo_isolation_store(photo, isolation, written)
+        evidence = {int(str(e["sku_id"])): e for e in result.evidence}
         Candidate.objects.bulk_create(
             Candidate(
                 request=locked,
@@ -275,9 +370,11 @@ def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_si
                 cosine=hit.cosine,
                 query_photo=item.photos[hit.query_index],
                 reference_image_id=hit.reference_id,
+                evidence=evidence.get(hit.sku_id, {}),
             )
             for rank, hit in enumerate(result.candidates, start=1)
         )
+        locked.confident = _is_confident(result.candidates)
         timings = {"load": item.load_ms, **result.timings_ms}
         timings["store"] = (time.perf_counter() - started) * 1000
         locked.status = MatchRequest.Status.DONE
@@ -294,6 +391,14 @@ def _result_store(item: _MatchInput, result: ml_gateway.MatchResult, *, batch_si
     return True
 
 
+def _is_confident(candidates: Sequence[SkuScore]) -> bool:
+    """The first candidate reaches its category's calibrated threshold (the page's rule)."""
+    if not candidates:
+        return False
+    top = SKU.objects.select_related("series__brand__category").get(pk=candidates[0].sku_id)
+    return candidates[0].score >= confident_threshold(top.category)
+
+
 def detection_classes_for(request: MatchRequest) -> list[str]:
     """Detector classes for the request: its category's, or every category's when unfiltered.
 
@@ -308,20 +413,31 @@ def detection_classes_for(request: MatchRequest) -> list[str]:
     return sorted({name for names in configured for name in names})
 
 
-def _photo_isolation_store(photo: QueryPhoto, isolation: ml_gateway.Isolation) -> None:
+def _photo_isolation_store(
+    photo: QueryPhoto, isolation: ml_gateway.Isolation, written: list[str]
+) -> None:
     box = isolation.box
     photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
     photo.box_source = isolation.source
     photo.detection_label = isolation.label
     photo.detection_confidence = isolation.confidence
-    if photo.mask:
-        photo.mask.delete(save=False)
+    old_mask = photo.mask.name if photo.mask else ""
     if isolation.mask is not None:
         buffer = io.BytesIO()
         Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
-        photo.mask.save(f"m{photo.request_id}-{photo.position}.png",
-                        ContentFile(buffer.getvalue()), save=False)
+        # Named first, so that a write cut short (a full disk) is known and deleted.
+        storage = photo.mask.storage
+        name = storage.get_available_name(photo.mask.field.generate_filename(
+            photo, f"m{photo.request_id}-{photo.position}.png"))
+        written.append(name)
+        photo.mask.name = storage.save(name, ContentFile(buffer.getvalue()))
+        written.append(photo.mask.name)
+    else:
+        photo.mask = ""  # type: ignore[assignment]
     photo.save()
+    if old_mask and old_mask != photo.mask.name:
+        # The old mask goes only once the new rows are committed.
+        transaction.on_commit(lambda: default_storage.delete(old_mask))
 
 
 def query_photo_box_correct(*, photo: QueryPhoto, box: Box) -> MatchRequest:
@@ -386,14 +502,14 @@ def decision_record(
     if outcome == Decision.Outcome.ACCEPT:
         candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
         if candidate is None:
-            raise DecisionError("Pick one of this match's candidates.")
+            raise DecisionInvalid("Pick one of this match's candidates.")
         sku = candidate.sku
     elif outcome == Decision.Outcome.OTHER_SKU:
         sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
         if sku is None:
-            raise DecisionError("Choose an existing, active SKU.")
+            raise DecisionInvalid("Choose an existing, active SKU.")
     elif outcome not in (Decision.Outcome.REJECT, Decision.Outcome.NEW_SKU):
-        raise DecisionError(f"Unknown outcome {outcome!r}.")
+        raise DecisionInvalid(f"Unknown outcome {outcome!r}.")
     with transaction.atomic():
         decision = Decision.objects.create(
             request=request,

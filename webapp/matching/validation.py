@@ -10,6 +10,7 @@ from typing import Protocol
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import HttpRequest
+from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb, sniff_format
 
@@ -69,6 +70,10 @@ def _validate_one(upload: UploadedPhoto, label: str) -> ValidPhoto:
         image = load_rgb(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
     except ImageDecodeError as exc:
         raise PhotoValidationError([f"{label}: {exc}"]) from exc
+    if max(image.size) > settings.PHOTO_MAX_SIDE:
+        # The worker never decodes more than this (a 40 MP photo is ~120 MB as RGB, and
+        # isolation works on the whole frame); the original is kept as it came.
+        image.thumbnail((settings.PHOTO_MAX_SIDE, settings.PHOTO_MAX_SIDE), Image.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=92)
     return ValidPhoto(

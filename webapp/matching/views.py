@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -18,11 +18,13 @@ from ml.types import Box
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
 from webapp.matching.calibration import confident_threshold
-from webapp.matching.forms import BoxForm, DecisionForm, HistoryForm, MatchRequestForm
+from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
 from webapp.matching.query_inputs import MAX_QUERY_TEXT_CHARS, MAX_SOFT_ATTRIBUTES, QueryInputError
 from webapp.matching.selectors import (
     HISTORY_SHOWS,
+    match_request_for,
+    query_photo_for,
     recent_requests,
     request_history,
     request_with_candidates,
@@ -39,15 +41,24 @@ from webapp.matching.services import (
     query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
+from webapp.params import choice_param, int_param, search_text
 from webapp.review.crops import jpeg, query_photo_crop
 
 
 def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
     try:
-        match = request_with_candidates(request_id=request_id)
+        match = request_with_candidates(request_id=request_id, user=request.user)
     except MatchRequest.DoesNotExist as exc:
         raise Http404("No such match") from exc
     return match
+
+
+def _owned_request(request: HttpRequest, request_id: int) -> MatchRequest:
+    """A request the user may act on (their own), else 404."""
+    try:
+        return match_request_for(user=request.user, request_id=request_id, act=True)
+    except MatchRequest.DoesNotExist as exc:
+        raise Http404("No such match") from exc
 
 
 @role_required(Role.APPRAISER)
@@ -132,7 +143,10 @@ def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def undo(request: HttpRequest, request_id: int) -> HttpResponse:
-    decision = get_object_or_404(Decision, request_id=request_id)
+    match = _owned_request(request, request_id)  # another appraiser's item is a 404
+    decision = Decision.objects.filter(request=match).first()
+    if decision is None:
+        raise Http404("This match has no decision to undo.")
     try:
         decision_undo(decision=decision, user=request.user)
     except DecisionError as exc:
@@ -147,7 +161,10 @@ def undo(request: HttpRequest, request_id: int) -> HttpResponse:
 @require_GET
 def crop(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
     """The item as the network saw it (box, mask, neutral background), as a JPEG."""
-    photo = get_object_or_404(QueryPhoto, request_id=request_id, position=position)
+    try:
+        photo = query_photo_for(user=request.user, request_id=request_id, position=position)
+    except QueryPhoto.DoesNotExist as exc:
+        raise Http404("No such photo") from exc
     response = HttpResponse(jpeg(query_photo_crop(photo)), content_type="image/jpeg")
     # The URL carries the match's finish time, so a re-run with a new box gets a new URL.
     response["Cache-Control"] = "private, max-age=3600"
@@ -160,12 +177,13 @@ HISTORY_PAGE = 25
 @role_required(Role.APPRAISER)
 @require_GET
 def history(request: HttpRequest) -> TemplateResponse:
-    form = HistoryForm(request.GET)
-    form.is_valid()  # a malformed field falls back to its default; the others still apply
-    data = form.cleaned_data
-    query, show = data.get("q") or "", data.get("show") or "all"
+    # Too much search text is a 400; a malformed filter or page falls back to its default
+    # and the search still applies.
+    query = search_text(request.GET.get("q"))
+    show = choice_param(request.GET, "show", HISTORY_SHOWS, "all", strict=False)
     items = request_history(user=request.user, query=query, show=show)
-    page = Paginator(items, HISTORY_PAGE).get_page(data.get("page") or 1)
+    page = Paginator(items, HISTORY_PAGE).get_page(
+        int_param(request.GET, "page", default=1, strict=False))
     params = {k: v for k, v in {"q": query, "show": show if show != "all" else ""}.items() if v}
     template = "matching/_history_table.html" if request.htmx else "matching/history.html"
     return TemplateResponse(request, template, {
@@ -177,7 +195,7 @@ def history(request: HttpRequest) -> TemplateResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def decide(request: HttpRequest, request_id: int) -> HttpResponse:
-    match = get_object_or_404(MatchRequest, pk=request_id)
+    match = _owned_request(request, request_id)
     form = DecisionForm(request.POST)
     if form.is_valid():
         try:
@@ -200,7 +218,7 @@ def decide(request: HttpRequest, request_id: int) -> HttpResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def retry(request: HttpRequest, request_id: int) -> HttpResponse:
-    match_request_retry(request=get_object_or_404(MatchRequest, pk=request_id))
+    match_request_retry(request=_owned_request(request, request_id))
     url = reverse("matching:detail", args=[request_id])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
@@ -208,7 +226,11 @@ def retry(request: HttpRequest, request_id: int) -> HttpResponse:
 @role_required(Role.APPRAISER)
 @require_POST
 def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
-    photo = get_object_or_404(QueryPhoto, request_id=request_id, position=position)
+    try:
+        photo = query_photo_for(user=request.user, request_id=request_id, position=position,
+                                act=True)
+    except QueryPhoto.DoesNotExist as exc:
+        raise Http404("No such photo") from exc
     form = BoxForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The box was incomplete.")
@@ -224,13 +246,13 @@ def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpRes
 @role_required(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
 def sku_lookup(request: HttpRequest) -> TemplateResponse:
-    query = request.GET.get("q", "").strip()
+    query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request,
         "matching/_sku_results.html",
         {
             "skus": sku_search(query=query) if query else [],
             "query": query,
-            "request_id": request.GET.get("request_id"),
+            "request_id": int_param(request.GET, "request_id"),
         },
     )

@@ -38,16 +38,17 @@ class QueueFilters:
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> QueueFilters:
-        status = query.get("status", BadCase.Status.OPEN)
-        cause = query.get("cause", "")
-        category = query.get("category", "")
+        from webapp.params import choice_param, int_param
+
         return cls(
-            status=status if status in (*BadCase.Status.values, "all") else BadCase.Status.OPEN,
-            cause=cause if cause in (*FailureCause.values, NO_CAUSE) else "",
-            category=int(category) if category.isdigit() else None,
-            model_version=query.get("model_version", "")[:120],
-            age=query.get("age", "") if query.get("age", "") in AGES else "",
-            sort=query.get("sort", "margin") if query.get("sort", "margin") in SORTS else "margin",
+            status=choice_param(query, "status", [*BadCase.Status.values, "all"],
+                                BadCase.Status.OPEN, strict=False),
+            cause=choice_param(query, "cause", [*FailureCause.values, NO_CAUSE], "",
+                               strict=False),
+            category=int_param(query, "category", strict=False),
+            model_version=(query.get("model_version") or "")[:120],
+            age=choice_param(query, "age", list(AGES), "", strict=False),
+            sort=choice_param(query, "sort", list(SORTS), "margin", strict=False),
         )
 
 

@@ -7,6 +7,7 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET
 
 from webapp.accounts.roles import Role, role_required
+from webapp.params import int_param
 from webapp.review import plots
 from webapp.review import stats as numbers
 
@@ -14,8 +15,8 @@ PERIODS = [(7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "a year")]
 
 
 def _window(request: HttpRequest) -> numbers.Window:
-    days = request.GET.get("days", "30")
-    return numbers.Window.last(int(days) if days.isdigit() else 30)
+    days = int_param(request.GET, "days", default=30, max_value=3650, strict=False)
+    return numbers.Window.last(days or 30)
 
 
 @role_required(Role.QA, Role.CATALOGUE_ADMIN)

@@ -13,6 +13,8 @@ from django_htmx.http import HttpResponseClientRedirect
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.selectors import sku_search
 from webapp.matching.models import QueryPhoto
+from webapp.matching.selectors import match_requests_visible_to
+from webapp.params import choice_param, search_text
 from webapp.review.crops import jpeg, query_photo_crop
 from webapp.review.forms import BulkForm, GapCloseForm, ResolveForm, selected_ids
 from webapp.review.models import BadCase, CatalogueGap, FailureCause
@@ -113,7 +115,8 @@ def detail(request: HttpRequest, case_id: int) -> TemplateResponse:
 @require_GET
 def crop(request: HttpRequest, case_id: int, position: int) -> HttpResponse:
     """The item as the network saw it (box, mask, neutral background), as a JPEG."""
-    photo = get_object_or_404(QueryPhoto, request__bad_case__pk=case_id, position=position)
+    visible = QueryPhoto.objects.filter(request__in=match_requests_visible_to(request.user))
+    photo = get_object_or_404(visible, request__bad_case__pk=case_id, position=position)
     response = HttpResponse(jpeg(query_photo_crop(photo)), content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=300"
     return response
@@ -153,7 +156,7 @@ def reopen(request: HttpRequest, case_id: int) -> HttpResponse:
 @role_required(Role.QA)
 @require_GET
 def sku_lookup(request: HttpRequest) -> TemplateResponse:
-    query = request.GET.get("q", "").strip()
+    query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request, "review/_sku_results.html",
         {"skus": sku_search(query=query) if query else [], "query": query},
@@ -163,9 +166,8 @@ def sku_lookup(request: HttpRequest) -> TemplateResponse:
 @role_required(Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
 def gaps(request: HttpRequest) -> TemplateResponse:
-    show = request.GET.get("show", CatalogueGap.Status.OPEN)
-    if show not in (*CatalogueGap.Status.values, "all"):
-        show = CatalogueGap.Status.OPEN
+    show = choice_param(request.GET, "show", [*CatalogueGap.Status.values, "all"],
+                        CatalogueGap.Status.OPEN, strict=False)
     return TemplateResponse(
         request,
         "review/gaps.html",

@@ -16,7 +16,8 @@ from webapp.catalog.index_status import index_status
 from webapp.catalog.models import Brand, Category, Series
 from webapp.catalog.selectors import SKU_STATUSES, hierarchy_tree, sku_browse
 from webapp.catalog.services import CatalogueError, hierarchy_delete, hierarchy_rename
-from webapp.catalog.views.common import go, int_or_none
+from webapp.catalog.views.common import go
+from webapp.params import choice_param, int_param, search_text
 
 PAGE_SIZE = 50
 LEVELS: dict[str, type[Category] | type[Brand] | type[Series]] = {
@@ -29,16 +30,15 @@ LEVELS: dict[str, type[Category] | type[Brand] | type[Series]] = {
 def home(request: HttpRequest) -> TemplateResponse:
     """The SKU list, filtered by the tree on the left and the search box."""
     params = request.GET
-    status = params.get("status", "active")
-    status = status if status in SKU_STATUSES else "active"
+    status = choice_param(params, "status", SKU_STATUSES, "active", strict=False)
     filters = {
-        "category_id": int_or_none(params.get("category")),
-        "brand_id": int_or_none(params.get("brand")),
-        "series_id": int_or_none(params.get("series")),
+        "category_id": int_param(params, "category", strict=False),
+        "brand_id": int_param(params, "brand", strict=False),
+        "series_id": int_param(params, "series", strict=False),
     }
-    query = params.get("q", "").strip()
+    query = search_text(params.get("q"))
     page = Paginator(sku_browse(query=query, status=status, **filters), PAGE_SIZE).get_page(
-        params.get("page")
+        int_param(params, "page", default=1, strict=False)
     )
     # Links keep every filter but the page number.
     keep = params.copy()

@@ -24,6 +24,7 @@ from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.index_status import index_status
 from webapp.catalog.models import CatalogueImport
 from webapp.catalog.views.common import UploadError, go, uploaded_files
+from webapp.params import choice_param
 
 RECENT_IMPORTS = 10
 
@@ -101,7 +102,9 @@ def commit(request: HttpRequest, import_id: int) -> HttpResponse:
 @require_GET
 def export(request: HttpRequest) -> FileResponse:
     """The whole catalogue as a zip in the import format (inactive SKUs included)."""
-    include_inactive = request.GET.get("active_only") != "true"
+    active_only = choice_param(request.GET, "active_only", ["true", "false"], "false",
+                               strict=False)
+    include_inactive = active_only != "true"
     # On disk, not in memory: a catalogue's images can be large.
     handle = tempfile.TemporaryFile()
     catalogue_export(out=handle, include_inactive=include_inactive)

@@ -21,6 +21,7 @@ from webapp.catalog.index_status import index_status
 from webapp.catalog.models import SKU, DuplicatePair, DuplicateScan
 from webapp.catalog.services import CatalogueError
 from webapp.catalog.views.common import go
+from webapp.params import choice_param
 
 PAIRS_SHOWN = 200
 
@@ -34,9 +35,8 @@ def _pairs(status: str) -> object:
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
 def listing(request: HttpRequest) -> TemplateResponse:
-    show = request.GET.get("show", DuplicatePair.Status.OPEN)
-    if show not in DuplicatePair.Status.values:
-        show = DuplicatePair.Status.OPEN
+    show = choice_param(request.GET, "show", DuplicatePair.Status.values,
+                        DuplicatePair.Status.OPEN, strict=False)
     return TemplateResponse(
         request,
         "catalog/duplicates.html",

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('matching', '0004_match_batch_size'),
+        ('matching', '0007_matchrequest_source'),
     ]
 
     operations = [
