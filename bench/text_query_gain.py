@@ -2,13 +2,11 @@
 
 Each val photo gets, as its query text, the description words of its own product (capped like
 the app caps `MatchRequest.query_text`: 300 characters, 40 words). That is the best case of a
-helpful appraiser, an upper bound on the gain, not a realistic one. The script then runs
-`python -m ml evaluate` twice with re-ranking on, without and with the text, and prints
-Recall@1 overall and per department (Fruit, Vegetables, Packages) side by side.
-
-It needs the re-ranking stage (issue 12, part 1) with an option that reads a query CSV's
-`text` column as each query's free text; this script expects it to be called `--query-text`
-(adjust QUERY_TEXT_FLAG if it lands under another name). Until then it stops with a message.
+helpful appraiser, an upper bound on the gain, not a realistic one. The script runs
+`python -m ml evaluate --rerank` twice on the same queries, without and with `--query-text`
+(the CSV's `text` column is what the appraiser typed; the stage's `query_text` evidence fuzzily
+matches it against each candidate's name and description), and prints Recall@1 (visual,
+re-ranked, re-ranked with text) overall and per department side by side.
 
 Usage (timed runs under the heavy-work lock, see docs/benchmarks.md):
 
@@ -32,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.datasets import grocery_to_csv  # noqa: E402
 
-QUERY_TEXT_FLAG = "--query-text"
 # The app's caps on an appraiser's description (webapp/matching/query_inputs.py).
 MAX_CHARS, MAX_WORDS = 300, 40
 DEPARTMENTS = ("Fruit", "Vegetables", "Packages")
@@ -43,93 +40,80 @@ def description_text(path: str) -> str:
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS].rsplit(" ", 1)[0]
 
 
-def department(path: str) -> str:
-    return next((d for d in DEPARTMENTS if f"/{d}/" in path), "other")
-
-
-def write_queries(csvs: dict[str, Path], out: Path, limit: int | None) -> dict[str, Path]:
-    """val_photos.csv with a `text` column, one file per department and one for all."""
+def write_queries(csvs: dict[str, Path], out: Path, limit: int | None) -> Path:
+    """val_photos.csv with a `text` column: each photo's own product description."""
     with open(csvs["gallery_iconic.csv"], newline="") as handle:
         text_of = {row["label"]: description_text(row["description_path"])
                    for row in csv.DictReader(handle)}
     with open(csvs["val_photos.csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))[:limit]
-    files = {}
-    for name in ("all", *DEPARTMENTS):
-        chosen = [r for r in rows if name == "all" or department(r["path"]) == name]
-        target = out / f"val_text_{name.lower()}.csv"
-        with open(target, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys(), "text"])
-            writer.writeheader()
-            writer.writerows({**r, "text": text_of[r["label"]]} for r in chosen)
-        files[name] = target
-    return files
+    target = out / "val_text.csv"
+    with open(target, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys(), "text"])
+        writer.writeheader()
+        writer.writerows({**r, "text": text_of[r["label"]]} for r in rows)
+    return target
 
 
 def evaluate(gallery: Path, queries: Path, model: str | None, *, text: bool) -> dict:
+    """`python -m ml evaluate --rerank` (its JSON: ml.rerank.evaluate.RerankEvalResult)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         command = [sys.executable, "-m", "ml", "evaluate", "--gallery", str(gallery),
-                   "--queries", str(queries), "--rerank", "--json", result.name, "--quiet"]
+                   "--queries", str(queries), "--rerank", "--breakdown-column", "department",
+                   "--json", result.name, "--quiet"]
         if model:
             command += ["--model", model]
         if text:
-            command.append(QUERY_TEXT_FLAG)
-        subprocess.run(command, check=True)
+            command.append("--query-text")
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         return json.loads(Path(result.name).read_text())
 
 
-def recall_at_1(metrics: dict) -> float | None:
-    for key in ("recall_at_1", "recall@1", "r@1", "R@1"):
-        if key in metrics:
-            return float(metrics[key])
-    recall = metrics.get("recall") or metrics.get("recall_at_k")
-    if isinstance(recall, dict):
-        for key in ("1", 1):
-            if key in recall:
-                return float(recall[key])
-    return None
+def table_rows(without: dict, with_text: dict) -> list[tuple[str, int | None, float, float,
+                                                             float]]:
+    """(queries, n, visual R@1, re-ranked R@1, re-ranked with text R@1), overall first."""
+    rows: list[tuple[str, int | None, float, float, float]] = [(
+        "all", without["visual"]["n_queries"], without["visual"]["recall_at_1"],
+        without["reranked"]["recall_at_1"], with_text["reranked"]["recall_at_1"],
+    )]
+    for name in DEPARTMENTS:
+        if name in without["by_value"] and name in with_text["by_value"]:
+            visual, reranked = without["by_value"][name]
+            rows.append((name, None, visual, reranked, with_text["by_value"][name][1]))
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grocery", required=True, help="the Grocery Store Dataset folder")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--json", default=None, help="write the table here")
+    parser.add_argument("--json", default=None, help="write both runs' metrics here")
     parser.add_argument("--limit", type=int, default=None, help="first N val photos (quick)")
     parser.add_argument("--work", default=None, help="folder for the CSVs (default: a temp dir)")
     args = parser.parse_args()
-
-    usage = subprocess.run([sys.executable, "-m", "ml", "evaluate", "--help"],
-                           capture_output=True, text=True, check=True).stdout
-    missing = [flag for flag in ("--rerank", QUERY_TEXT_FLAG) if flag not in usage]
-    if missing:
-        print(f"pending: `python -m ml evaluate` has no {' or '.join(missing)} yet; this "
-              "measurement needs the re-ranking stage with free-text evidence (issue 12, "
-              "part 1).", file=sys.stderr)
-        return 2
 
     work = Path(args.work or tempfile.mkdtemp(prefix="text-gain-"))
     work.mkdir(parents=True, exist_ok=True)
     csvs = grocery_to_csv(args.grocery, work)
     queries = write_queries(csvs, work, args.limit)
-    table = {}
-    for name, path in queries.items():
-        without = evaluate(csvs["gallery_iconic.csv"], path, args.model, text=False)
-        with_text = evaluate(csvs["gallery_iconic.csv"], path, args.model, text=True)
-        table[name] = {"rerank": recall_at_1(without), "rerank+text": recall_at_1(with_text),
-                       "metrics": {"rerank": without, "rerank+text": with_text}}
+    without = evaluate(csvs["gallery_iconic.csv"], queries, args.model, text=False)
+    with_text = evaluate(csvs["gallery_iconic.csv"], queries, args.model, text=True)
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                platform.processor())
-    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, model {args.model or 'default'}")
-    print("| val photos | R@1 re-ranked | R@1 re-ranked + description text | gain |")
-    print("|---|---|---|---|")
-    for name, row in table.items():
-        before, after = row["rerank"], row["rerank+text"]
-        gain = f"{after - before:+.4f}" if before is not None and after is not None else "?"
-        print(f"| {name} | {before} | {after} | {gain} |")
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, model {without['model']}, "
+          f"cold, K = {without['config'].get('top_k')}")
+    print("| val photos | R@1 visual | R@1 re-ranked | R@1 re-ranked + description text | gain |")
+    print("|---|---|---|---|---|")
+    for name, n, visual, reranked, typed in table_rows(without, with_text):
+        label = f"{name} ({n})" if n else name
+        gain = typed - reranked
+        print(f"| {label} | {visual:.3f} | {reranked:.3f} | {typed:.3f} | {gain:+.3f} |")
+    p50, p95 = with_text["latency_ms"].get("rerank_query_text", (0.0, 0.0))
+    print(f"typed-text evidence: p50 {p50:.2f} ms, p95 {p95:.2f} ms per query")
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rerank": without, "rerank+text": with_text},
+                                              indent=2) + "\n")
     return 0
 
 

@@ -23,10 +23,19 @@ def test_undo_then_new_sku_then_find_it_in_the_history(page, appraiser, catalogu
     page.click("#add-attribute")
     page.locator("select[name=attr_key]").nth(1).select_option("hardware")
     page.locator("input[name=attr_value]").nth(1).fill("gold")
+    page.screenshot(path=str(ARTIFACTS / "describe-item.png"), full_page=True)
     _upload(page, [demo_folder / "photos" / "DEMO-MAI-LUN-01-photo0.jpg"])
     assert "green quilted Lune" in page.locator("#query-words").inner_text()
     match = MatchRequest.objects.get()
     assert match.soft_attributes == {"colour": "green", "hardware": "gold"}
+    # The words are evidence: the first candidate's "why" shows the typed words it matched
+    # and the stated attributes, agreeing (gold) or not (green against black).
+    why = page.locator("#candidates li.candidate").first.locator("details.why")
+    assert "lune" in why.locator("mark.word.typed").all_inner_texts()
+    assert why.locator(".agrees", has_text="hardware gold").count() == 1
+    assert why.locator(".disagrees", has_text="colour green").count() == 1
+    assert "weighed as evidence" in page.locator("#query-words").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "words-as-evidence.png"), full_page=True)
 
     # The crop, as the network saw it, beside the reference; the full photo one click away.
     crop = page.locator("#candidates li.candidate").first.locator("img.crop")

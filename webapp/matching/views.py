@@ -136,6 +136,8 @@ def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
             "confident_score": _confident_score(match),
             "can_undo": decision_undoable_by(decision, request.user),
             "undo_deadline": decision_undo_deadline(decision) if decision else None,
+            "words_ranked": settings.RERANK and bool(
+                {"query_text", "soft_attributes"} & set(settings.RERANK_EVIDENCE)),
         },
     )
 
@@ -188,6 +190,7 @@ def history(request: HttpRequest) -> TemplateResponse:
     template = "matching/_history_table.html" if request.htmx else "matching/history.html"
     return TemplateResponse(request, template, {
         "page": page, "query": query, "show": show, "shows": HISTORY_SHOWS,
+        "max_search_chars": settings.SEARCH_MAX_CHARS,
         "params": urlencode(params),
     })
 
