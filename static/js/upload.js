@@ -36,3 +36,20 @@
     showPreviews();
   });
 })();
+
+// "+ another attribute" copies the first attribute row (empty), up to the server's limit.
+(function () {
+  const rows = document.getElementById("attribute-rows");
+  const add = document.getElementById("add-attribute");
+  if (!rows || !add) return;
+  const max = parseInt(rows.dataset.max || "8", 10);
+  add.addEventListener("click", () => {
+    const count = rows.querySelectorAll(".attribute-row").length;
+    if (count >= max) return;
+    const row = rows.querySelector(".attribute-row").cloneNode(true);
+    row.querySelectorAll("input, select").forEach((field) => { field.value = ""; });
+    rows.appendChild(row);
+    row.querySelector("select").focus();
+    if (count + 1 >= max) add.hidden = true;
+  });
+})();

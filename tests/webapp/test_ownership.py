@@ -77,6 +77,9 @@ def _owned_endpoints(m: MatchRequest) -> list[tuple[str, str, str, dict]]:
         ("api detail", "get", reverse("api:match-detail", args=[m.pk]), {}),
         ("api decision", "post", reverse("api:match-decision", args=[m.pk]),
          {"outcome": "reject"}),
+        ("page crop", "get", reverse("matching:crop", args=[m.pk, 0]), {}),
+        ("page undo", "post", reverse("matching:undo", args=[m.pk]), {}),
+        ("api undo", "post", reverse("api:match-decision-undo", args=[m.pk]), {}),
         ("media original", "get", _media(photo.original), {}),
         ("media image", "get", _media(photo.image), {}),
         ("media mask", "get", _media(photo.mask), {}),
@@ -128,6 +131,24 @@ def test_owner_can_retry_and_rebox_their_own(appraiser, sku) -> None:
                            {"x0": 1, "y0": 1, "x1": 50, "y1": 50})
     assert response.status_code == 302
     assert done.photos.get().box_source == QueryPhoto.BoxSource.CORRECTED
+
+
+def test_a_decision_is_undone_by_its_owner_only_and_listed_in_their_history_only(
+    owned, appraiser, other_appraiser
+) -> None:
+    Decision.objects.create(request=owned, outcome="reject", decided_by=appraiser)
+    stranger = logged_in(other_appraiser)
+    assert stranger.post(reverse("matching:undo", args=[owned.pk])).status_code == 404
+    refused = stranger.post(reverse("api:match-decision-undo", args=[owned.pk]))
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    assert Decision.objects.filter(request=owned).exists()
+    page = stranger.get(reverse("matching:history")).content.decode()
+    assert f'data-item="{owned.pk}"' not in page
+    assert stranger.get(reverse("api:match-history")).json()["count"] == 0
+    owner = logged_in(appraiser)
+    assert f'data-item="{owned.pk}"' in owner.get(reverse("matching:history")).content.decode()
+    assert owner.post(reverse("api:match-decision-undo", args=[owned.pk])).status_code == 200
+    assert not Decision.objects.filter(request=owned).exists()
 
 
 def test_home_lists_only_own_requests(owned, other_appraiser, appraiser, sku) -> None:

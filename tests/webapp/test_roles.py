@@ -28,6 +28,11 @@ PAGES = [
      lambda m: reverse("matching:correct_box", args=[m.pk, 0]), {Role.APPRAISER}),
     ("matching:sku_lookup", "get", lambda m: reverse("matching:sku_lookup") + "?q=a",
      {Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN}),
+    # The appraiser's tools (issue 12).
+    ("matching:undo", "post", lambda m: reverse("matching:undo", args=[m.pk]), {Role.APPRAISER}),
+    ("matching:crop", "get", lambda m: reverse("matching:crop", args=[m.pk, 0]),
+     {Role.APPRAISER}),
+    ("matching:history", "get", lambda m: reverse("matching:history"), {Role.APPRAISER}),
     ("review:queue", "get", lambda m: reverse("review:queue"), {Role.QA}),
     # QA review, statistics and the learning loop (issue 5). Ids that do not exist give the
     # allowed roles a 404, never a 403.
@@ -108,6 +113,9 @@ API = [
      {Role.APPRAISER}),
     ("api:match-decision", "post", lambda m: reverse("api:match-decision", args=[m.pk]),
      {Role.APPRAISER}),
+    ("api:match-decision-undo", "post",
+     lambda m: reverse("api:match-decision-undo", args=[m.pk]), {Role.APPRAISER}),
+    ("api:match-history", "get", lambda m: reverse("api:match-history"), {Role.APPRAISER}),
     ("api:sku-list", "get", lambda m: reverse("api:sku-list"),
      {Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN}),
     # The catalogue API (issue 6): reads for every role, writes for catalogue admins.

@@ -33,3 +33,10 @@ def test_unknown_fusion_strategy_is_refused_with_the_choices() -> None:
     assert done.returncode != 0
     expected = "SKULENS_FUSION must be one of best, mean_top_m, query_mean, not 'average'"
     assert expected in done.stderr
+
+
+def test_undo_window_is_refused_when_negative() -> None:
+    done = _load_settings(SKULENS_UNDO_WINDOW_S="-5")
+    assert done.returncode != 0
+    assert "SKULENS_UNDO_WINDOW_S must be 0 (off) or a number of seconds" in done.stderr
+    assert _load_settings(SKULENS_UNDO_WINDOW_S="0").returncode == 0

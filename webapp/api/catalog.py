@@ -17,6 +17,7 @@ from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAnyRole
 from webapp.api.schema import error_responses
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+from webapp.catalog.search import sku_text_rank
 from webapp.catalog.selectors import sku_browse
 
 # A bad filter is a 400; a page past the end a 404.
@@ -107,7 +108,10 @@ class SkuListApi(ListAPIView):
             query=params.get("q", ""), status=status, category_id=params.get("category"),
             brand_id=params.get("brand"), series_id=params.get("series"),
         )
-        return skus_with_images().filter(pk__in=browse.values("pk")).order_by("code")
+        skus = skus_with_images().filter(pk__in=browse.values("pk"))
+        query = params.get("q", "")
+        # A text query lists the best matches first (full-text rank), then by code.
+        return sku_text_rank(skus, query) if query.strip() else skus.order_by("code")
 
 
 class SkuDetailApi(APIView):

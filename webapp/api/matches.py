@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
-from webapp.api.fields import IdField
+from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Candidate, Decision, MatchRequest
-from webapp.matching.selectors import match_request_for, request_with_candidates
+from webapp.matching.query_inputs import (
+    MAX_QUERY_TEXT_CHARS,
+    MAX_QUERY_TEXT_WORDS,
+    MAX_SOFT_ATTRIBUTES,
+    QueryInputError,
+)
+from webapp.matching.selectors import (
+    HISTORY_SHOWS,
+    match_request_for,
+    request_history,
+    request_with_candidates,
+)
 from webapp.matching.services import (
     DecisionError,
     DecisionInvalid,
     StorageFullError,
     decision_record,
+    decision_undo,
+    decision_undo_deadline,
     match_request_create,
 )
 from webapp.matching.validation import PhotoValidationError
@@ -53,6 +68,8 @@ class DecisionSummaryOutput(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=Decision.Outcome.choices)
     sku_id = serializers.IntegerField(allow_null=True)
     decided_at = serializers.DateTimeField()
+    undo_until = serializers.DateTimeField(
+        allow_null=True, help_text="the decider may undo it until then; null: undo is off")
 
 
 class CandidateOutput(serializers.Serializer):
@@ -104,6 +121,9 @@ class MatchOutput(serializers.Serializer):
     index_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
     batch_size = serializers.IntegerField(help_text="requests run through the model together")
+    query_text = serializers.CharField(help_text="the appraiser's description of the item")
+    soft_attributes = serializers.DictField(
+        child=serializers.CharField(), help_text="attribute: value the appraiser stated")
     confident = serializers.BooleanField(
         allow_null=True,
         help_text="the first candidate is a confident match (its score reaches the calibrated "
@@ -117,8 +137,10 @@ class MatchOutput(serializers.Serializer):
         decision = getattr(match, "decision", None)
         if decision is None:
             return None
+        deadline = decision_undo_deadline(decision)
         return {"outcome": decision.outcome, "sku_id": decision.sku_id,
-                "decided_at": decision.decided_at.isoformat()}
+                "decided_at": decision.decided_at.isoformat(),
+                "undo_until": deadline.isoformat() if deadline else None}
 
 
 class MatchCreateApi(APIView):
@@ -137,6 +159,15 @@ class MatchCreateApi(APIView):
         series = serializers.PrimaryKeyRelatedField(
             queryset=Series.objects.all(), required=False, allow_null=True
         )
+        query_text = serializers.CharField(
+            required=False, allow_blank=True, trim_whitespace=False,
+            help_text=f"free text about the item, at most {MAX_QUERY_TEXT_CHARS} characters "
+                      f"and {MAX_QUERY_TEXT_WORDS} words; evidence, not a filter")
+        soft_attributes = serializers.JSONField(
+            required=False, binary=True,
+            help_text=f'a JSON object, e.g. {{"colour": "red"}}: up to {MAX_SOFT_ATTRIBUTES} '
+                      "of the catalogue's attribute keys (colour, material, size and the "
+                      "SKUs' attribute keys); evidence, not a filter")
 
     @extend_schema_serializer(component_name="MatchCreated")
     class OutputSerializer(serializers.Serializer):
@@ -150,14 +181,24 @@ class MatchCreateApi(APIView):
         operation_id="matches_create",
     )
     def post(self, request: Request) -> Response:
-        data = {key: request.data.get(key) for key in ("category", "brand", "series")}
+        fields = ("category", "brand", "series", "query_text", "soft_attributes")
+        data = {key: request.data.get(key) for key in fields}
         data["photos"] = request.FILES.getlist("photos")
         serializer = self.InputSerializer(data={k: v for k, v in data.items() if v})
         serializer.is_valid(raise_exception=True)
+        words = serializer.validated_data.get("soft_attributes")
+        if words is not None and not isinstance(words, dict):
+            raise ApiError("soft_attributes must be a JSON object of attribute: value.",
+                           code="invalid_query")
         try:
-            match = match_request_create(user=request.user, uploads=data["photos"],
-                                         **{k: serializer.validated_data.get(k)
-                                            for k in ("category", "brand", "series")})
+            match = match_request_create(
+                user=request.user, uploads=data["photos"],
+                query_text=serializer.validated_data.get("query_text", ""),
+                soft_attributes=words,
+                **{k: serializer.validated_data.get(k) for k in ("category", "brand", "series")},
+            )
+        except QueryInputError as exc:
+            raise ApiError(str(exc), code="invalid_query", messages=exc.messages) from exc
         except PhotoValidationError as exc:
             raise ApiError(str(exc), code="invalid_photo", messages=exc.messages) from exc
         except StorageFullError as exc:
@@ -233,3 +274,72 @@ class MatchDecisionApi(APIView):
             ).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class MatchDecisionUndoApi(APIView):
+    """Withdraw one's own decision within SKULENS_UNDO_WINDOW_S (see decision_undo)."""
+
+    permission_classes = [IsAppraiser]
+
+    @extend_schema(request=None, responses={200: MatchOutput,
+                                            **error_responses(401, 403, 404, 409, 429)},
+                   operation_id="matches_decision_undo")
+    def post(self, request: Request, match_id: int) -> Response:
+        try:  # someone else's match is a 404, as for an id that does not exist
+            owned = match_request_for(user=request.user, request_id=match_id, act=True)
+        except MatchRequest.DoesNotExist as exc:
+            raise ApiError("No such match.", code="not_found", http_status=404) from exc
+        decision = Decision.objects.filter(request=owned).first()
+        if decision is None:
+            raise ApiError("This match has no decision to undo.", code="not_found",
+                           http_status=404)
+        try:
+            decision_undo(decision=decision, user=request.user)
+        except DecisionError as exc:
+            raise ApiError(str(exc), code="undo_refused", http_status=409) from exc
+        match = request_with_candidates(request_id=match_id, user=request.user)
+        return Response(MatchOutput(match, context={"request": request}).data)
+
+
+class MatchHistoryApi(ListAPIView):
+    """The caller's own matches, newest first, searchable like the history page."""
+
+    permission_classes = [IsAppraiser]
+
+    class FilterSerializer(serializers.Serializer):
+        q = SearchTextField(required=False, allow_blank=True,
+                            help_text="item number, decided SKU code or name, "
+                                      "description or note words")
+        show = serializers.ChoiceField(choices=list(HISTORY_SHOWS), required=False)
+
+    @extend_schema_serializer(component_name="MatchHistoryItem")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.ChoiceField(choices=MatchRequest.Status.choices)
+        created_at = serializers.DateTimeField()
+        query_text = serializers.CharField()
+        soft_attributes = serializers.DictField(child=serializers.CharField())
+        outcome = serializers.ChoiceField(choices=Decision.Outcome.choices,
+                                          source="decision.outcome", default=None,
+                                          allow_null=True)
+        sku_code = serializers.CharField(source="decision.sku.code", default=None,
+                                         allow_null=True)
+        url = serializers.SerializerMethodField()
+
+        def get_url(self, match: MatchRequest) -> str:
+            return self.context["request"].build_absolute_uri(f"/api/v1/matches/{match.pk}")
+
+    serializer_class = OutputSerializer
+
+    @extend_schema(parameters=[FilterSerializer],
+                   responses={200: OutputSerializer(many=True),
+                              **error_responses(400, 401, 403, 404, 429)},
+                   operation_id="matches_history")
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[MatchRequest]:
+        params = self.FilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        return request_history(user=self.request.user, query=params.validated_data.get("q", ""),
+                               show=params.validated_data.get("show", "all"))

@@ -3,13 +3,22 @@ from django.urls import path, re_path
 from webapp.api import catalog, catalog_admin, tokens
 from webapp.api.docs import DocsView, SchemaView
 from webapp.api.fallback import not_found
-from webapp.api.matches import MatchCreateApi, MatchDecisionApi, MatchDetailApi
+from webapp.api.matches import (
+    MatchCreateApi,
+    MatchDecisionApi,
+    MatchDecisionUndoApi,
+    MatchDetailApi,
+    MatchHistoryApi,
+)
 
 app_name = "api"
 urlpatterns = [
     path("v1/matches", MatchCreateApi.as_view(), name="match-create"),
     path("v1/matches/<int:match_id>", MatchDetailApi.as_view(), name="match-detail"),
     path("v1/matches/<int:match_id>/decision", MatchDecisionApi.as_view(), name="match-decision"),
+    path("v1/matches/<int:match_id>/decision/undo", MatchDecisionUndoApi.as_view(),
+         name="match-decision-undo"),
+    path("v1/matches/history", MatchHistoryApi.as_view(), name="match-history"),
     # The catalogue: reads for every role, writes for catalogue admins.
     path("v1/categories", catalog.CategoryListApi.as_view(), name="category-list"),
     path("v1/brands", catalog.BrandListApi.as_view(), name="brand-list"),

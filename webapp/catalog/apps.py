@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class CatalogConfig(AppConfig):
     name = "webapp.catalog"
     label = "catalog"
+
+    def ready(self) -> None:
+        from webapp.catalog import signals  # noqa: F401 - connects the search receivers

@@ -3,19 +3,13 @@ from __future__ import annotations
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+from webapp.catalog.search import sku_text_filter, sku_text_rank
 
 
-def sku_search(*, query: str = "", limit: int = 20) -> QuerySet[SKU]:
+def sku_search(*, query: str = "", limit: int = 20) -> list[SKU]:
+    """Active SKUs matching every word of `query` (full-text, as prefixes), best first."""
     skus = SKU.objects.filter(is_active=True).select_related("series__brand__category")
-    for word in query.split():
-        skus = skus.filter(
-            Q(code__icontains=word)
-            | Q(name__icontains=word)
-            | Q(series__name__icontains=word)
-            | Q(series__brand__name__icontains=word)
-            | Q(series__brand__category__name__icontains=word)
-        )
-    return skus.order_by("code")[:limit]
+    return list(sku_text_rank(skus, query)[:limit])
 
 
 def sku_list_with_counts() -> QuerySet[SKU]:
@@ -77,16 +71,8 @@ def sku_browse(
         skus = skus.filter(series__brand_id=brand_id)
     if series_id:
         skus = skus.filter(series_id=series_id)
-    for word in query.split():
-        skus = skus.filter(
-            Q(code__icontains=word)
-            | Q(name__icontains=word)
-            | Q(colour__icontains=word)
-            | Q(material__icontains=word)
-            | Q(series__name__icontains=word)
-            | Q(series__brand__name__icontains=word)
-            | Q(series__brand__category__name__icontains=word)
-        )
+    if query.strip():
+        skus = sku_text_filter(skus, query)
     return skus.order_by("code")
 
 
@@ -129,3 +115,22 @@ def hierarchy_names() -> dict[str, list[str]]:
         "brands": sorted(set(Brand.objects.values_list("name", flat=True))),
         "series": sorted(set(Series.objects.values_list("name", flat=True))),
     }
+
+
+# Attribute keys whose values are prose, not a property one states about an item.
+PROSE_ATTRIBUTE_KEYS = frozenset({"description"})
+SKU_FIELD_ATTRIBUTES = ("colour", "material", "size")
+
+
+def sku_attribute_keys() -> list[str]:
+    """What an appraiser may state about an item: the SKU fields colour, material and size,
+    then every other attribute key of the active catalogue (prose keys aside), sorted."""
+    keys: set[str] = set()
+    rows = SKU.objects.filter(is_active=True).exclude(attributes={}).values_list(
+        "attributes", flat=True
+    )
+    for attributes in rows.iterator(chunk_size=2000):
+        if isinstance(attributes, dict):
+            keys.update(str(key) for key in attributes)
+    extra = sorted(k for k in keys - set(SKU_FIELD_ATTRIBUTES) - PROSE_ATTRIBUTE_KEYS if k.strip())
+    return [*SKU_FIELD_ATTRIBUTES, *extra]

@@ -269,6 +269,10 @@ GALLERY_ENRICHMENT = env_str("SKULENS_GALLERY_ENRICHMENT", "corrections")
 if GALLERY_ENRICHMENT not in ("corrections", "all", "none"):
     raise ImproperlyConfigured("SKULENS_GALLERY_ENRICHMENT must be corrections, all or none")
 GALLERY_MAX_APPRAISAL_IMAGES = env_int("SKULENS_GALLERY_MAX_APPRAISAL_IMAGES", 20)
+# Seconds during which appraisers may undo their own decision; 0 switches undo off.
+UNDO_WINDOW_S = env_float("SKULENS_UNDO_WINDOW_S", 300.0)
+if UNDO_WINDOW_S < 0:
+    raise ImproperlyConfigured("SKULENS_UNDO_WINDOW_S must be 0 (off) or a number of seconds")
 # Reference images of different SKUs closer than this cosine are listed as near-duplicates.
 CATALOGUE_DUPLICATE_COSINE = env_float("SKULENS_DUPLICATE_COSINE", 0.97)
 

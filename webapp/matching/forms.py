@@ -12,11 +12,18 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 
 class MatchRequestForm(forms.Form):
-    """Filters only: photos are validated by webapp.matching.validation, by content."""
+    """Filters and the raw words: photos are validated by webapp.matching.validation, by
+    content, and the words by webapp.matching.query_inputs."""
 
     category = forms.ModelChoiceField(Category.objects.all(), required=False)
     brand = forms.ModelChoiceField(Brand.objects.all(), required=False)
     series = forms.ModelChoiceField(Series.objects.all(), required=False)
+    query_text = forms.CharField(required=False, strip=False)
+
+    def soft_attribute_pairs(self) -> list[tuple[str, str]]:
+        """The page's attribute rows (attr_key[i], attr_value[i]), as typed."""
+        keys, values = self.data.getlist("attr_key"), self.data.getlist("attr_value")
+        return list(zip(keys, values, strict=False))
 
 
 class DecisionForm(forms.Form):

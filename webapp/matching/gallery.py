@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 
 from webapp.catalog.models import SKUImage
@@ -27,6 +28,10 @@ def _gallery_fell_short(decision: Decision) -> bool:
     if top is None or top.sku_id != decision.sku_id:
         return True
     return top.score < confident_threshold(top.sku.category)
+
+
+def _reference_name(request_id: int, position: int) -> str:
+    return f"match-{request_id}-photo-{position}"
 
 
 def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
@@ -47,7 +52,7 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
             sku=decision.sku,
             source=SKUImage.Source.APPRAISAL,
             position=1000 + photo.request_id,
-            original_name=f"match-{photo.request_id}-photo-{photo.position}",
+            original_name=_reference_name(photo.request_id, photo.position),
         )
         reference.image.save(Path(photo.image.name).name, content, save=True)
         added.append(reference)
@@ -57,3 +62,21 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
 
         enqueue_on_commit(sync_index)
     return added
+
+
+def gallery_withdraw_decision(*, decision: Decision, actor: AbstractBaseUser) -> list[int]:
+    """Remove the reference images this decision's request added (undo); their ids.
+
+    Each goes through the catalogue's own removal: audited, file deleted on commit, vector
+    dropped by the index sync."""
+    from webapp.catalog.services import sku_image_remove
+
+    images = SKUImage.objects.filter(
+        source=SKUImage.Source.APPRAISAL,
+        original_name__startswith=f"match-{decision.request_id}-photo-",
+    ).select_related("sku")
+    removed = []
+    for image in images:
+        removed.append(image.pk)
+        sku_image_remove(image=image, actor=actor)
+    return removed

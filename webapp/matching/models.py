@@ -43,6 +43,10 @@ class MatchRequest(models.Model):
     timings_ms = models.JSONField(default=dict, blank=True)
     # Requests the worker ran through the model together with this one (itself included).
     batch_size = models.PositiveSmallIntegerField(default=1)
+    # What the appraiser said about the item besides the photos (webapp.matching.query_inputs):
+    # evidence for re-ranking, never a filter.
+    query_text = models.TextField(blank=True, default="")
+    soft_attributes = models.JSONField(default=dict, blank=True)  # {"colour": "red", ...}
     # The first candidate reached the calibrated threshold (the page's "confident"); null
     # until the match has run.
     confident = models.BooleanField(null=True, blank=True)
@@ -152,6 +156,7 @@ class Decision(models.Model):
         ACCEPT = "accept", "Accepted a candidate"
         REJECT = "reject", "Rejected all"
         OTHER_SKU = "other_sku", "Attached another SKU"
+        NEW_SKU = "new_sku", "New SKU (not in the catalogue)"
 
     request = models.OneToOneField(MatchRequest, on_delete=models.CASCADE, related_name="decision")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)

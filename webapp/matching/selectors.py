@@ -4,16 +4,31 @@ or act on, so that a non-owner gets the same 404 as for an id that does not exis
 
 from __future__ import annotations
 
+import re
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from webapp.accounts.roles import Role, has_role
-from webapp.matching.models import MatchRequest, QueryPhoto
+from webapp.matching.models import Decision, MatchRequest, QueryPhoto
 
 User = AbstractBaseUser | AnonymousUser
 
 # Roles that oversee every appraiser's work (read only: acting stays with the owner).
 OVERSEER_ROLES = (Role.QA, Role.CATALOGUE_ADMIN)
+
+# The history's "show" filter: key -> (label, condition).
+HISTORY_SHOWS: dict[str, tuple[str, Q]] = {
+    "all": ("All items", Q()),
+    "undecided": ("Waiting for my decision",
+                  Q(status=MatchRequest.Status.DONE, decision__isnull=True)),
+    "running": ("Still matching",
+                Q(status__in=[MatchRequest.Status.QUEUED, MatchRequest.Status.RUNNING])),
+    "failed": ("Failed", Q(status=MatchRequest.Status.FAILED)),
+    **{outcome.value: (outcome.label, Q(decision__outcome=outcome.value))
+       for outcome in Decision.Outcome},
+}
 
 
 def match_requests_visible_to(user: User) -> QuerySet[MatchRequest]:
@@ -54,8 +69,6 @@ def query_photo_for(*, user: User, request_id: int, position: int, act: bool = F
 def query_photo_file_visible(*, user: User, name: str) -> bool:
     """Whether the media file `name` is the original, normalised image or mask of a photo of a
     request `user` may see."""
-    from django.db.models import Q
-
     return QueryPhoto.objects.filter(
         Q(original=name) | Q(image=name) | Q(mask=name),
         request__in=match_requests_visible_to(user),
@@ -84,3 +97,25 @@ def request_with_candidates(*, request_id: int, user: User) -> MatchRequest:
         )
         .get(pk=request_id)
     )
+
+
+def request_history(*, user: AbstractBaseUser, query: str = "", show: str = "all"
+                    ) -> QuerySet[MatchRequest]:
+    """The user's own items, newest first, narrowed by `show` (a HISTORY_SHOWS key) and by the
+    words of `query`: each must be in the item number, the decided SKU's code or name, the
+    appraiser's description or the decision's note."""
+    items = MatchRequest.objects.filter(created_by=user).exclude(
+        source=MatchRequest.Source.HISTORY  # imported history is not their work
+    )
+    items = items.filter(HISTORY_SHOWS.get(show, HISTORY_SHOWS["all"])[1])
+    # Callers check the text with webapp.params.search_text; the slices only bound the work.
+    words = query[:settings.SEARCH_MAX_CHARS].split()[:settings.SEARCH_MAX_WORDS]
+    for word in words:
+        number = re.fullmatch(r"#?(\d{1,12})", word)
+        match = (Q(decision__sku__code__icontains=word) | Q(decision__sku__name__icontains=word)
+                 | Q(query_text__icontains=word) | Q(decision__note__icontains=word))
+        if number:
+            match |= Q(pk=int(number.group(1)))
+        items = items.filter(match)
+    return (items.select_related("decision__sku", "category")
+            .prefetch_related("photos").order_by("-created_at", "-pk"))

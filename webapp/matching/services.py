@@ -7,9 +7,10 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -26,10 +27,14 @@ from ml.types import Box, SkuScore
 from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, Brand, Category, Series
-from webapp.catalog.selectors import reference_ids_for_filters
+from webapp.catalog.selectors import reference_ids_for_filters, sku_attribute_keys
 from webapp.matching.calibration import confident_threshold
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
+from webapp.matching.query_inputs import query_text_clean, soft_attributes_clean
 from webapp.matching.validation import UploadedPhoto, ValidPhoto, validate_photos
+
+if TYPE_CHECKING:
+    from webapp.review.models import BadCase
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +72,24 @@ def match_request_create(
     category: Category | None = None,
     brand: Brand | None = None,
     series: Series | None = None,
+    query_text: object = "",
+    soft_attributes: Mapping[str, object] | Iterable[tuple[object, object]] | None = None,
 ) -> MatchRequest:
-    """Validate every photo, then store the request and its photos together and enqueue it.
+    """Validate the appraiser's words and every photo, then store the request and its photos
+    together and enqueue it.
 
-    Raises PhotoValidationError (nothing stored) or StorageFullError (nothing kept).
+    Raises QueryInputError or PhotoValidationError (nothing stored), or StorageFullError
+    (nothing kept).
     """
+    text = query_text_clean(query_text)
+    attributes = soft_attributes_clean(soft_attributes, known_keys=sku_attribute_keys())
     valid = validate_photos(uploads)
     written: list[str] = []  # every file name, before it is written: a write cut short too
     try:
         with transaction.atomic():
             request = MatchRequest.objects.create(
                 created_by=user, category=category, brand=brand, series=series,
-                enqueued_at=timezone.now(),
+                query_text=text, soft_attributes=attributes, enqueued_at=timezone.now(),
             )
             for position, photo in enumerate(valid):
                 _photo_store(request, position, photo, written)
@@ -242,10 +253,9 @@ def _match_input(request_id: int) -> _MatchInput:
             for photo in photos
         ],
         detection_classes=detection_classes_for(request),
-        # Typed text and soft attributes arrive with the issue-12 appraiser inputs
-        # (MatchRequest.query_text / soft_attributes); evidence for re-ranking, not filters.
-        query_text=getattr(request, "query_text", "") or "",
-        soft_attributes=getattr(request, "soft_attributes", None) or {},
+        # The appraiser's words: evidence for re-ranking, not filters.
+        query_text=request.query_text,
+        soft_attributes=request.soft_attributes,
     )
     return _MatchInput(request_id, photos, plan, query, load_ms)
 
@@ -478,9 +488,10 @@ def decision_record(
     sku_id: int | None = None,
     note: str = "",
 ) -> Decision:
-    """Record the appraiser's verdict. Rejections and corrections become bad cases."""
+    """Record the appraiser's verdict. Rejections and corrections become bad cases; "new
+    SKU" resolves its bad case as a catalogue gap at once, for the catalogue admins."""
     from webapp.matching.gallery import gallery_enrich_from_decision
-    from webapp.review.services import bad_case_open_for
+    from webapp.review.services import bad_case_flag_gap, bad_case_open_for
 
     if request.status != MatchRequest.Status.DONE:
         raise DecisionError("This match has not finished yet.")
@@ -497,7 +508,7 @@ def decision_record(
         sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
         if sku is None:
             raise DecisionInvalid("Choose an existing, active SKU.")
-    elif outcome != Decision.Outcome.REJECT:
+    elif outcome not in (Decision.Outcome.REJECT, Decision.Outcome.NEW_SKU):
         raise DecisionInvalid(f"Unknown outcome {outcome!r}.")
     with transaction.atomic():
         decision = Decision.objects.create(
@@ -520,6 +531,90 @@ def decision_record(
             candidate.sku.category
         )
         if outcome != Decision.Outcome.ACCEPT or below_threshold:
-            bad_case_open_for(decision=decision)
+            bad_case = bad_case_open_for(decision=decision)
+            if outcome == Decision.Outcome.NEW_SKU:
+                # What QA's "catalogue gap" does, by the one who saw the item.
+                bad_case_flag_gap(bad_case=bad_case, actor=user,
+                                  note=note.strip() or request.query_text)
         gallery_enrich_from_decision(decision=decision)
     return decision
+
+
+def decision_undo_deadline(decision: Decision) -> datetime | None:
+    """Until when the decider may undo this decision; None when undo is switched off."""
+    if settings.UNDO_WINDOW_S <= 0:
+        return None
+    return decision.decided_at + timedelta(seconds=settings.UNDO_WINDOW_S)
+
+
+def decision_undoable_by(decision: Decision | None, user: AbstractBaseUser) -> bool:
+    if decision is None or decision.decided_by_id != user.pk:
+        return False
+    deadline = decision_undo_deadline(decision)
+    return deadline is not None and timezone.now() <= deadline
+
+
+def _bad_case_as_left(bad_case: BadCase, decision: Decision) -> bool:
+    """True while nobody has acted on the bad case since the decision opened it."""
+    from webapp.review.models import BadCase, CatalogueGap, FailureCause
+
+    if decision.outcome == Decision.Outcome.NEW_SKU:
+        gap = CatalogueGap.objects.select_for_update().filter(bad_case=bad_case).first()
+        return (bad_case.status == BadCase.Status.RESOLVED
+                and bad_case.resolved_by_id == decision.decided_by_id
+                and bad_case.causes == [FailureCause.CATALOGUE_GAP]
+                and gap is not None and gap.status == CatalogueGap.Status.OPEN)
+    return (bad_case.status == BadCase.Status.OPEN and not bad_case.causes
+            and not bad_case.note and bad_case.correct_sku_id == decision.sku_id)
+
+
+def decision_undo(*, decision: Decision, user: AbstractBaseUser) -> MatchRequest:
+    """Withdraw one's own decision within SKULENS_UNDO_WINDOW_S: the match is undecided again.
+
+    Withdrawn with it: its bad case and catalogue gap (only while nobody else has acted on
+    them) and the reference images it added to the gallery (the next index sync drops their
+    vectors). The audit trail keeps the decision's entry and records the undo beside it: it is
+    the history of what happened, and an undo is part of it.
+    """
+    from webapp.matching.gallery import gallery_withdraw_decision
+    from webapp.review.models import BadCase
+
+    with transaction.atomic():
+        # No select_related: PostgreSQL cannot lock the nullable side of an outer join.
+        locked = Decision.objects.select_for_update().filter(pk=decision.pk).first()
+        if locked is None:
+            raise DecisionError("This decision has already been undone.")
+        if locked.decided_by_id != user.pk:
+            raise DecisionError("Only the appraiser who made a decision can undo it.")
+        if not decision_undoable_by(locked, user):
+            window = settings.UNDO_WINDOW_S
+            raise DecisionError(
+                "Undo is switched off." if window <= 0 else
+                f"A decision can be undone for {_duration(window)} after it was made; "
+                "this one is older."
+            )
+        bad_case = BadCase.objects.select_for_update().filter(decision=locked).first()
+        if bad_case is not None and not _bad_case_as_left(bad_case, locked):
+            raise DecisionError("QA or the catalogue admins have already acted on this item's "
+                                "bad case, so the decision stays; ask QA to change it.")
+        images = gallery_withdraw_decision(decision=locked, actor=user)
+        audit_record(
+            actor=user,
+            action="decision.undo",
+            obj=locked,
+            changes={
+                "outcome": [locked.outcome, None],
+                "sku": [locked.sku.code if locked.sku else None, None],
+                "bad_case": [bad_case.pk if bad_case else None, None],
+                "gallery_images": [images, []],
+            },
+        )
+        request_id = locked.request_id
+        locked.delete()  # its bad case and catalogue gap go with it (CASCADE)
+    return MatchRequest.objects.get(pk=request_id)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} seconds"
+    return f"{seconds / 60:g} minutes"

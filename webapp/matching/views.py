@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -13,26 +16,33 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from ml.types import Box
 from webapp.accounts.roles import Role, role_required
-from webapp.catalog.selectors import filter_choices, sku_search
+from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
 from webapp.matching.calibration import confident_threshold
 from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
-from webapp.matching.models import MatchRequest, QueryPhoto
+from webapp.matching.models import Decision, MatchRequest, QueryPhoto
+from webapp.matching.query_inputs import MAX_QUERY_TEXT_CHARS, MAX_SOFT_ATTRIBUTES, QueryInputError
 from webapp.matching.selectors import (
+    HISTORY_SHOWS,
     match_request_for,
     query_photo_for,
     recent_requests,
+    request_history,
     request_with_candidates,
 )
 from webapp.matching.services import (
     DecisionError,
     StorageFullError,
     decision_record,
+    decision_undo,
+    decision_undo_deadline,
+    decision_undoable_by,
     match_request_create,
     match_request_retry,
     query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
-from webapp.params import int_param, search_text
+from webapp.params import choice_param, int_param, search_text
+from webapp.review.crops import jpeg, query_photo_crop
 
 
 def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
@@ -62,6 +72,9 @@ def home(request: HttpRequest) -> TemplateResponse:
             "recent": recent_requests(user=request.user),
             "max_photos": settings.MATCH_MAX_PHOTOS,
             "max_mb": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
+            "attribute_keys": sku_attribute_keys(),
+            "max_attributes": MAX_SOFT_ATTRIBUTES,
+            "max_text_chars": MAX_QUERY_TEXT_CHARS,
             **filter_choices(),
         },
     )
@@ -86,8 +99,10 @@ def create(request: HttpRequest) -> HttpResponse:
                 category=form.cleaned_data["category"],
                 brand=form.cleaned_data["brand"],
                 series=form.cleaned_data["series"],
+                query_text=form.cleaned_data["query_text"],
+                soft_attributes=form.soft_attribute_pairs(),
             )
-        except PhotoValidationError as exc:
+        except (PhotoValidationError, QueryInputError) as exc:
             errors = exc.messages
         except StorageFullError as exc:
             errors = [str(exc)]
@@ -112,11 +127,72 @@ def _confident_score(match: MatchRequest) -> float:
 def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
     match = _load_request(request, request_id)
     template = "matching/_result.html" if request.htmx else "matching/detail.html"
+    decision = getattr(match, "decision", None)
     return TemplateResponse(
         request,
         template,
-        {"match": match, "confident_score": _confident_score(match)},
+        {
+            "match": match,
+            "confident_score": _confident_score(match),
+            "can_undo": decision_undoable_by(decision, request.user),
+            "undo_deadline": decision_undo_deadline(decision) if decision else None,
+            "words_ranked": settings.RERANK and bool(
+                {"query_text", "soft_attributes"} & set(settings.RERANK_EVIDENCE)),
+        },
     )
+
+
+@role_required(Role.APPRAISER)
+@require_POST
+def undo(request: HttpRequest, request_id: int) -> HttpResponse:
+    match = _owned_request(request, request_id)  # another appraiser's item is a 404
+    decision = Decision.objects.filter(request=match).first()
+    if decision is None:
+        raise Http404("This match has no decision to undo.")
+    try:
+        decision_undo(decision=decision, user=request.user)
+    except DecisionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Decision undone: decide again.")
+    url = reverse("matching:detail", args=[request_id])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@role_required(Role.APPRAISER)
+@require_GET
+def crop(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
+    """The item as the network saw it (box, mask, neutral background), as a JPEG."""
+    try:
+        photo = query_photo_for(user=request.user, request_id=request_id, position=position)
+    except QueryPhoto.DoesNotExist as exc:
+        raise Http404("No such photo") from exc
+    response = HttpResponse(jpeg(query_photo_crop(photo)), content_type="image/jpeg")
+    # The URL carries the match's finish time, so a re-run with a new box gets a new URL.
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+HISTORY_PAGE = 25
+
+
+@role_required(Role.APPRAISER)
+@require_GET
+def history(request: HttpRequest) -> TemplateResponse:
+    # Too much search text is a 400; a malformed filter or page falls back to its default
+    # and the search still applies.
+    query = search_text(request.GET.get("q"))
+    show = choice_param(request.GET, "show", HISTORY_SHOWS, "all", strict=False)
+    items = request_history(user=request.user, query=query, show=show)
+    page = Paginator(items, HISTORY_PAGE).get_page(
+        int_param(request.GET, "page", default=1, strict=False))
+    params = {k: v for k, v in {"q": query, "show": show if show != "all" else ""}.items() if v}
+    template = "matching/_history_table.html" if request.htmx else "matching/history.html"
+    return TemplateResponse(request, template, {
+        "page": page, "query": query, "show": show, "shows": HISTORY_SHOWS,
+        "max_search_chars": settings.SEARCH_MAX_CHARS,
+        "params": urlencode(params),
+    })
 
 
 @role_required(Role.APPRAISER)
