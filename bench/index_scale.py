@@ -40,8 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml import gpu_search  # noqa: E402
-from ml import index as index_mod  # noqa: E402
+from ml.index import gpu as gpu_search  # noqa: E402
+from ml.index import core as index_mod  # noqa: E402
 from ml.index import VectorIndex  # noqa: E402
 
 LEVELS = ("category", "brand", "series")

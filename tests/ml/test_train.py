@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ml.train import TrainConfig, Trainer, freeze_early_blocks, lr_lambda
-from ml.train_data import read_training_csv, split_holdout
+from ml.train.data import read_training_csv, split_holdout
 
 COLOURS = [(220, 40, 40), (40, 180, 60), (40, 60, 220), (230, 200, 30)]
 SHAPES = ["box", "disc", "box", "disc"]
@@ -186,7 +186,7 @@ def test_cli_forwards_to_trainer(tiny_csv: Path, tmp_path: Path) -> None:
 
 
 def test_lite_split_matches_full_model(tiny_csv: Path, tmp_path: Path) -> None:
-    from ml.train_cache import LiteSplit
+    from ml.train.cache import LiteSplit
 
     trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
     model = trainer.model.eval()
@@ -224,7 +224,7 @@ def test_cached_trunk_training_reuses_its_cache(tiny_csv: Path, tmp_path: Path) 
 def test_cause_weights_reach_the_config() -> None:
     import argparse
 
-    from ml.train_config import add_arguments, config_from_args
+    from ml.train.config import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from ml import index as index_mod
+from ml.index import core as index_mod
 from ml.index import (
     IndexCorruptError,
     VectorIndex,

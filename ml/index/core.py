@@ -29,7 +29,7 @@ distinct filters, as the same category / brand / series filters come back reques
 request; any add or remove clears the cache.
 
 Faiss GPU ignores selectors, so on a GPU device filtered search goes through
-:mod:`ml.gpu_search` instead (over-fetch + membership test, or brute force over the subset);
+:mod:`ml.index.gpu` instead (over-fetch + membership test, or brute force over the subset);
 ``use_device("cpu-no-selector")`` runs that same code on CPU for tests and benchmarks.
 """
 
@@ -49,8 +49,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ml import gpu_search
-from ml.gpu_search import SearchDevice, filtered_search, numpy_knn, subset_search
+from ml.index import gpu as gpu_search
+from ml.index.gpu import SearchDevice, filtered_search, numpy_knn, subset_search
 
 _faiss: Any = faiss  # untyped access to SWIG names the stubs lack
 
@@ -376,7 +376,7 @@ class VectorIndex:
 
         * ``"cpu"``: Faiss CPU, filters through ``IDSelector`` (the default);
         * ``"gpu"``: a replica on GPU ``gpu`` (faiss-gpu), filters through
-          :func:`ml.gpu_search.filtered_search` because GPU indexes ignore selectors;
+          :func:`ml.index.gpu.filtered_search` because GPU indexes ignore selectors;
         * ``"cpu-no-selector"``: that GPU code path with the CPU index standing in for the GPU
           one (tests, benchmarks);
         * ``"auto"``: ``"gpu"`` when Faiss sees one, else ``"cpu"``.
@@ -542,7 +542,7 @@ class VectorIndex:
         return filt.vectors
 
     def _filter_gather(self, filt: _Filter) -> Callable[[np.ndarray], np.ndarray]:
-        """``gather`` for :func:`ml.gpu_search.filtered_search`: blocks of ``filt.allowed``,
+        """``gather`` for :func:`ml.index.gpu.filtered_search`: blocks of ``filt.allowed``,
         served from the filter's kept copy (made on first use) when it fits."""
 
         def gather(block: np.ndarray) -> np.ndarray:
