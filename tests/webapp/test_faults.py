@@ -293,7 +293,9 @@ def test_corrupt_index_falls_back_to_the_previous_version_then_a_clear_error(
     assert f"Index files for {newer.name} are missing or corrupt" in worker.log()
     assert f"serving the previous version {catalogue.name}" in worker.log()
 
-    # Nothing loads at all: the match fails with an error that says what to do.
+    # Nothing loads at all: the match fails with an error that says what to do. (The first
+    # worker still holds the fallback in memory, so it stops: only a fresh worker loads.)
+    worker.stop()
     for version in (catalogue, newer):
         (ml_gateway.index_path(version.name) / "index.faiss").unlink()
     missing = Worker("no-index", redis_url, tmp_path).start()

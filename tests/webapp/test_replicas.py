@@ -89,7 +89,13 @@ def test_two_workers_fill_their_own_index_caches_and_switch_on_promotion(
     url, workers = replica_workers
     first: IndexVersion = small_catalogue
     manifest = artifacts.index_manifest(first.name)
-    assert manifest is not None and set(manifest["files"]) == {"index.faiss", "meta.json"}
+    assert manifest is not None
+    # The vectors, and the re-ranker's reference evidence beside them when it is on.
+    stored_files = set(manifest["files"])
+    assert {"index.faiss", "meta.json"} <= stored_files
+    assert any(name.startswith("rerank/") for name in stored_files) == settings.RERANK
+    assert stored_files - {"index.faiss", "meta.json"} == {
+        name for name in stored_files if name.startswith("rerank/")}
 
     a, b = _start("a", url, tmp_path), _start("b", url, tmp_path)
     workers += [a.start(timeout=180), b.start(timeout=180)]

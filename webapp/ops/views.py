@@ -8,12 +8,14 @@ import time
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from webapp.ops import metrics, readiness
 
 
 @never_cache
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the database, the broker and the active index (see webapp.ops.readiness)."""
     started = time.perf_counter()
@@ -28,6 +30,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 @never_cache
+@require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if token:
