@@ -3,7 +3,8 @@
 One concept a module: :mod:`.core` (:class:`VectorIndex`: construction, ids, mutation, the
 search dispatch), :mod:`.filtered` (exact filtered search on CPU), :mod:`.tuning` (nprobe and
 nlist), :mod:`.storage` (atomic save and load), :mod:`.gpu` (filtered search for devices that
-ignore Faiss's selectors). Callers import from here: ``from ml.index import VectorIndex``.
+ignore Faiss's selectors), :mod:`.versions` (versioned directories with a ``CURRENT``
+pointer). Callers import from here: ``from ml.index import VectorIndex``.
 """
 
 from ml.index.core import (
@@ -17,6 +18,8 @@ from ml.index.core import (
     VectorIndex,
     choose_nlist,
     configure_threads,
+)
+from ml.index.versions import (
     current_version,
     list_versions,
     load_version,

@@ -11,10 +11,10 @@ import faiss
 import numpy as np
 import pytest
 
-from ml.index import gpu as gpu_search
-from ml.index import core as index_mod
-from ml.index.gpu import FilterStats, SelectorBlindCpuDevice, filtered_search, numpy_knn
 from ml.index import VectorIndex
+from ml.index import filtered as index_mod
+from ml.index import gpu as gpu_search
+from ml.index.gpu import FilterStats, SelectorBlindCpuDevice, filtered_search, numpy_knn
 
 from .test_vector_index import CODEC_ATOL, assert_same_results, brute_force, clustered
 
