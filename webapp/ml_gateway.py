@@ -24,6 +24,7 @@ from ml.embed import Embedder, configure_threads, load_embedder
 from ml.evaluate import query_outcomes
 from ml.images import load_rgb
 from ml.index import IndexCorruptError, VectorIndex
+from ml.interfaces import ImageEmbedder, ItemDetector
 from ml.rerank.attributes import AttributePredictor
 from ml.rerank.fusion import FusionModel
 from ml.rerank.ocr import OcrEngine, OcrUnavailable
@@ -92,7 +93,7 @@ def _embedder(model_ref: str) -> Embedder:
     return model
 
 
-def embedder(model_ref: str | None = None) -> Embedder:
+def embedder(model_ref: str | None = None) -> ImageEmbedder:
     """The embedder for `model_ref`, or for the active index (the two always travel together)."""
     if model_ref is None:
         from webapp.learning.selectors import active_index_version
@@ -103,7 +104,7 @@ def embedder(model_ref: str | None = None) -> Embedder:
 
 
 @cache
-def detector() -> YoloDetector | None:
+def detector() -> ItemDetector | None:
     """The item detector, or None (full frame) when it is disabled or cannot be loaded."""
     weights = settings.DETECTOR_WEIGHTS
     if not weights:
