@@ -41,6 +41,7 @@ from ml.retrieval import (
     Retriever,
     rank_with_evidence,
 )
+from ml.segment import isolate
 from ml.types import Box, Isolation, QueryOutcome, SkuScore
 from ml.yolo import YoloDetector
 
@@ -147,6 +148,12 @@ def isolate_items(
     return isolator().isolate(
         images, corrected_boxes=corrected_boxes, classes=classes, timings=timings
     )
+
+
+def item_crop(image: Image.Image, box: Box, mask: np.ndarray | None) -> Image.Image:
+    """The item in ``box`` on a neutral background (``mask [height, width]`` bool, or None), as
+    :meth:`isolate_items` crops it: rebuilds a stored isolation."""
+    return isolate(image, box, mask)
 
 
 def embedding_version(model_ref: str | None = None) -> str:
