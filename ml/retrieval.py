@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -375,7 +375,7 @@ class Retriever:
             size = self.overlap_photos or len(photos)
             steps.extend((classes, photos[i : i + size]) for i in range(0, len(photos), size))
 
-        def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple:
+        def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple[Any, ...]:
             classes, photos = step
             step_timings: dict[str, float] = {}
             crops, isolations = self.isolator.isolate(
@@ -389,7 +389,7 @@ class Retriever:
             )
             return photos, crops, isolations, step_timings
 
-        def embed_step(isolated: tuple) -> tuple:
+        def embed_step(isolated: tuple[Any, ...]) -> tuple[Any, ...]:
             photos, crops, isolations, step_timings = isolated
             started = time.perf_counter()
             vectors = self.embedder.embed(crops, batch_size=max(1, len(crops)))

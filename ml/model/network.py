@@ -183,8 +183,8 @@ def build_model(
         size = int(image_size or cfg.get("input_size", (3, 224, 224))[-1])
         norm = Normalisation(
             "timm",
-            tuple(cfg.get("mean", IMAGENET_NORMALISATION.mean)),  # type: ignore[arg-type]
-            tuple(cfg.get("std", IMAGENET_NORMALISATION.std)),  # type: ignore[arg-type]
+            tuple(cfg.get("mean", IMAGENET_NORMALISATION.mean)),
+            tuple(cfg.get("std", IMAGENET_NORMALISATION.std)),
         )
         if weights_path:
             config["weights_path"] = str(weights_path)
