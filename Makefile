@@ -25,6 +25,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 run: $(STAMP)
+	bash scripts/system-deps.sh run
 	bash scripts/run.sh
 
 serve: $(STAMP)

@@ -153,6 +153,10 @@ def load_rgb(
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
         raise ImageDecodeError("image is truncated or corrupt") from exc
+    except ImportError as exc:
+        # Once ultralytics is imported it wraps Image.open and, on a file Pillow cannot read,
+        # retries through pi_heif, which is not installed: the file is still unreadable.
+        raise ImageDecodeError("image is truncated or corrupt") from exc
     except MemoryError as exc:
         raise ImageDecodeError("image is too large to decode") from exc
     return to_rgb(img)

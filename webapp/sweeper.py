@@ -8,7 +8,8 @@ and re-sends the task of every row that waits for one:
 - match requests QUEUED whose last message is older than SKULENS_REQUEUE_AFTER_S, and RUNNING
   ones whose worker stopped beating (SIGKILL, a lost machine, or the filesystem broker, which
   deletes a message when a worker receives it, so a killed worker's task is never redelivered);
-- training runs, promotions and duplicate scans left QUEUED, or RUNNING past their staleness;
+- training runs, promotions, duplicate scans and history imports (their dry run, import and
+  isolation) left QUEUED, or RUNNING past their staleness;
 - the search index, when the catalogue has changed and no sync is under way.
 Every task guards on its row's status, so a message sent twice still does the work once.
 """
@@ -137,6 +138,28 @@ def _sweep_duplicate_scans(report: SweepReport) -> None:
             lambda pk: enqueue_now(scan_duplicates, pk))
 
 
+def _sweep_history_imports(report: SweepReport) -> None:
+    from webapp.history.models import HistoryImport
+    from webapp.history.services import STALE_AFTER
+    from webapp.history.tasks import isolate_photos, run_import
+
+    status, isolation = HistoryImport.Status, HistoryImport.Isolation
+    queued = _ago(settings.REQUEUE_AFTER_S)
+    stale = timezone.now() - STALE_AFTER
+    waiting = HistoryImport.objects.filter(
+        Q(status__in=(status.QUEUED, status.APPLY_QUEUED), created_at__lt=queued)
+        | Q(status__in=(status.PLANNING, status.APPLYING), heartbeat_at__lt=stale)
+    )
+    _resend(report, "history_import", list(waiting.values_list("pk", flat=True)),
+            lambda pk: enqueue_now(run_import, pk))
+    isolating = HistoryImport.objects.filter(
+        Q(isolation=isolation.QUEUED, created_at__lt=queued)
+        | Q(isolation=isolation.RUNNING, isolation_heartbeat_at__lt=stale)
+    )
+    _resend(report, "history_isolation", list(isolating.values_list("pk", flat=True)),
+            lambda pk: enqueue_now(isolate_photos, pk))
+
+
 INDEX_SYNC_SENT = "skulens:index-sync-sent"
 
 
@@ -158,7 +181,7 @@ def _sweep_index(report: SweepReport) -> None:
 def stuck_work_sweep() -> SweepReport:
     report = SweepReport()
     for sweep in (_sweep_matches, _sweep_training_runs, _sweep_promotions,
-                  _sweep_duplicate_scans, _sweep_index):
+                  _sweep_duplicate_scans, _sweep_history_imports, _sweep_index):
         try:
             sweep(report)
         except Exception:  # noqa: BLE001 - one kind failing must not stop the others

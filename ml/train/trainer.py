@@ -413,6 +413,23 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
 
+    def _epochs_within_budget(
+        self, epoch: int, planned: int, elapsed_s: float, last_epoch_s: float
+    ) -> int:
+        """How many epochs fit in ``max_minutes`` at the latest epoch's pace (training and
+        validation), at most ``epochs``: a budget shortens the schedule instead of cutting it
+        off at a high learning rate, and gives epochs back when a busy machine becomes quiet
+        again. A schedule under way keeps at least its next epoch (to reach its floor)."""
+        assert self.cfg.max_minutes
+        left = self.cfg.max_minutes * 60 - elapsed_s
+        fits = epoch + int(left // max(last_epoch_s, 1e-9))
+        return max(min(planned, epoch + 1), min(self.cfg.epochs, fits))
+
+    def _replan_schedule(self, total_steps: int) -> None:
+        warmup = int(self.cfg.warmup_epochs * len(self.sampler))
+        plan = lr_lambda(total_steps, warmup, self.cfg.min_lr_ratio)
+        self.scheduler.lr_lambdas = [plan for _ in self.scheduler.lr_lambdas]
+
     def fit(self, on_step: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         """Train; ``on_step`` (optional) gets progress after every optimiser step
         (``event="step"``: epoch, step, loss, eta_s...) and every epoch (``event="epoch"``: the
@@ -442,13 +459,16 @@ class Trainer:
             log.info("epoch 0 (pretrained) %s", _fmt(base))
             history.append({"epoch": 0, **base})
         self.model.train()
-        for epoch in range(1, cfg.epochs + 1):
+        planned_epochs = cfg.epochs
+        epoch = 0
+        while epoch < planned_epochs:
+            epoch += 1
             self.sampler.set_epoch(epoch)
             sums: dict[str, float] = {}
             bar = tqdm(
                 self.sampler,
                 total=steps_per_epoch,
-                desc=f"epoch {epoch}/{cfg.epochs}",
+                desc=f"epoch {epoch}/{planned_epochs}",
                 disable=not cfg.progress,
                 dynamic_ncols=True,
             )
@@ -471,7 +491,7 @@ class Trainer:
                         {
                             "event": "step",
                             "epoch": epoch,
-                            "epochs": cfg.epochs,
+                            "epochs": planned_epochs,
                             "step": step + 1,
                             "steps_per_epoch": steps_per_epoch,
                             "done_steps": done_steps,
@@ -515,6 +535,17 @@ class Trainer:
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
                 log.info("stopping: time budget of %.1f min reached", cfg.max_minutes)
                 break
+            if cfg.max_minutes and epoch < cfg.epochs:
+                now = time.perf_counter()
+                fitted = self._epochs_within_budget(epoch, planned_epochs, now - t0,
+                                                    now - t_epoch)
+                if fitted != planned_epochs:
+                    log.info("time budget of %.1f min: the schedule goes from %d to %d epochs "
+                             "(the cosine still ends at its floor)", cfg.max_minutes,
+                             planned_epochs, fitted)
+                    planned_epochs = fitted
+                    total_steps = planned_epochs * steps_per_epoch
+                    self._replan_schedule(total_steps)
         summary = {
             "best_epoch": best_epoch,
             "best_val_r1": best,

@@ -156,3 +156,14 @@ def test_heic_round_trip():
     assert r > 170 and g < 70 and b < 70
     with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
         load_rgb(data[: len(data) // 2])
+
+
+def test_unreadable_files_stay_a_clear_error_once_ultralytics_wraps_image_open():
+    """ultralytics patches Image.open on import and retries a failure through pi_heif (not
+    installed); the caller must still get the plain decode error."""
+    pytest.importorskip("ultralytics.utils.patches", reason="ultralytics is not installed")
+    import ultralytics.utils.patches  # noqa: F401 - the import applies the patch
+
+    data = encode(Image.effect_noise((256, 256), 64).convert("RGB"), "JPEG", quality=90)
+    with pytest.raises(ImageDecodeError, match="^image is truncated or corrupt$"):
+        load_rgb(data[:4])

@@ -139,7 +139,7 @@ def test_frozen_bn_statistics_do_not_move(tiny_csv: Path, tmp_path: Path) -> Non
 
 
 def test_freeze_early_blocks_stops_gradients(tiny_csv: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
+    trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1, freeze_blocks=0))
     n = freeze_early_blocks(trainer.model, 3)
     net = trainer.model.backbone.net
     assert n > 0
@@ -313,3 +313,69 @@ def test_vae_head_trains_end_to_end_and_refuses_cached_mode(tiny_csv: Path, tmp_
     assert {"vae", "recon", "kl"} <= set(row) and row["recon"] > 0
     with pytest.raises(ValueError, match="end-to-end"):
         Trainer(_config(tiny_csv, tmp_path / "c", vae=True, cached_views=1, freeze_blocks=11))
+
+
+def test_a_time_budget_shortens_the_schedule_so_the_cosine_still_ends(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each optimiser step costs one second of a fake clock: ten planned epochs of four steps
+    against a 12 s budget become three, and the learning rate still reaches its floor."""
+    clock = [0.0]
+    monkeypatch.setattr("ml.train.trainer.time.perf_counter", lambda: clock[0])
+
+    def tick(event: dict) -> bool:
+        if event["event"] == "step":
+            clock[0] += 1.0
+        return True
+
+    cfg = _config(tiny_csv, tmp_path, epochs=10, batches_per_epoch=4, max_minutes=0.2,
+                  select="last", min_lr_ratio=0.05)
+    trainer = Trainer(cfg)
+    history = trainer.fit(on_step=tick)
+    assert [row["epoch"] for row in history if row["epoch"] > 0] == [1, 2, 3]
+    factor = trainer.scheduler.get_last_lr()[0] / trainer.scheduler.base_lrs[0]
+    assert factor == pytest.approx(0.05)
+    # Without a budget the same run keeps its ten epochs.
+    clock[0] = 0.0
+    full = Trainer(_config(tiny_csv, tmp_path / "full", epochs=10, batches_per_epoch=1,
+                           select="last"))
+    assert len([row for row in full.fit(on_step=tick) if row["epoch"] > 0]) == 10
+
+
+def test_the_command_line_defaults_are_the_measured_recipe() -> None:
+    import argparse
+
+    from ml.train.config import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--data", "d.csv", "--out", "o"]))
+    assert (cfg.image_size, cfg.cached_views, cfg.freeze_blocks) == (None, 0, 4)
+    assert (cfg.holdout, cfg.select, cfg.epochs) == (0.0, "last", 24)
+    base = ["--data", "d", "--out", "o"]
+    cached = config_from_args(parser.parse_args([*base, "--cached-views", "4"]))
+    assert cached.freeze_blocks == 11
+    chosen = config_from_args(parser.parse_args([*base, "--freeze-blocks", "0"]))
+    assert chosen.freeze_blocks == 0
+
+
+def test_a_budget_gives_epochs_back_when_the_pace_picks_up(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first epoch's steps cost 3 s (a busy machine), later ones 1 s: the schedule first
+    shrinks to 2 epochs of a 30 s budget, then grows to the 5 that fit, ending at the floor."""
+    clock = [0.0]
+    monkeypatch.setattr("ml.train.trainer.time.perf_counter", lambda: clock[0])
+
+    def tick(event: dict) -> bool:
+        if event["event"] == "step":
+            clock[0] += 3.0 if event["epoch"] == 1 else 1.0
+        return True
+
+    cfg = _config(tiny_csv, tmp_path, epochs=10, batches_per_epoch=4, max_minutes=0.5,
+                  select="last", min_lr_ratio=0.05)
+    trainer = Trainer(cfg)
+    history = trainer.fit(on_step=tick)
+    assert [row["epoch"] for row in history if row["epoch"] > 0] == [1, 2, 3, 4, 5]
+    factor = trainer.scheduler.get_last_lr()[0] / trainer.scheduler.base_lrs[0]
+    assert factor == pytest.approx(0.05)

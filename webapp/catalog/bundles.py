@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from webapp.catalog.validation import ReferenceImageError
 
 CSV_NAME = "catalogue.csv"
 MAX_CSV_BYTES = 50 * 1024 * 1024
+# What reading a member of a corrupt zip raises (bad headers, CRC, truncated deflate streams).
+DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError)
 
 
 class ImageSource(Protocol):
@@ -74,8 +77,11 @@ class ZipSource:
         limit = settings.UPLOAD_MAX_BYTES
         if info.file_size > limit:
             raise _too_large(relative)
-        with self.archive.open(info) as handle:
-            data = handle.read(limit + 1)  # the header's size may lie
+        try:
+            with self.archive.open(info) as handle:
+                data = handle.read(limit + 1)  # the header's size may lie
+        except DAMAGED_ZIP as exc:
+            raise ReferenceImageError([f"{relative}: damaged in the zip ({exc})"]) from exc
         if len(data) > limit:
             raise _too_large(relative)
         return data
@@ -89,35 +95,46 @@ class Bundle:
     source: ImageSource
 
 
-def _find_csv(archive: zipfile.ZipFile) -> str:
+def _find_csv(archive: zipfile.ZipFile, preferred: str = CSV_NAME) -> str:
     names = [n for n in archive.namelist() if not n.endswith("/")]
-    if CSV_NAME in names:
-        return CSV_NAME
+    if preferred in names:
+        return preferred
     at_root = [n for n in names if "/" not in n and n.lower().endswith(".csv")]
     if len(at_root) == 1:
         return at_root[0]
     # A zip made by compressing a folder holds everything under that folder's name.
     nested = [n for n in names if n.count("/") == 1 and n.lower().endswith(".csv")]
-    preferred = [n for n in nested if n.endswith("/" + CSV_NAME)]
-    if len(preferred) == 1 or len(nested) == 1:
-        return (preferred or nested)[0]
-    raise CatalogueFormatError(f"the zip has no {CSV_NAME} at its root")
+    named = [n for n in nested if n.endswith("/" + preferred)]
+    if len(named) == 1 or len(nested) == 1:
+        return (named or nested)[0]
+    raise CatalogueFormatError(f"the zip has no {preferred} at its root")
 
 
-def open_zip_bundle(handle: BinaryIO) -> Bundle:
-    """Open a zip holding a CSV at its root (or in its one folder) and the images."""
+def open_zip_csv(handle: BinaryIO, *, preferred: str = CSV_NAME) -> tuple[str, str, ZipSource]:
+    """(CSV text, its name in the zip, the zip's files) of a zip holding a CSV at its root
+    (or in its one folder) and the files the CSV names. Raises CatalogueFormatError."""
     try:
         archive = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, OSError) as exc:
         raise CatalogueFormatError("the file is not a readable zip archive") from exc
-    csv_name = _find_csv(archive)
+    csv_name = _find_csv(archive, preferred)
     info = archive.getinfo(csv_name)
     if info.file_size > MAX_CSV_BYTES:
         raise CatalogueFormatError(f"{csv_name} is larger than {MAX_CSV_BYTES // 2**20} MB")
-    with archive.open(info) as member:
-        text = decode_csv(member.read(MAX_CSV_BYTES + 1), name=csv_name)
+    try:
+        with archive.open(info) as member:
+            data = member.read(MAX_CSV_BYTES + 1)
+    except DAMAGED_ZIP as exc:
+        raise CatalogueFormatError(f"{csv_name} is damaged in the zip ({exc})") from exc
+    text = decode_csv(data, name=csv_name)
     prefix = csv_name.rsplit("/", 1)[0] + "/" if "/" in csv_name else ""
-    return Bundle(parse_catalogue_csv(text, name=csv_name), ZipSource(archive, prefix))
+    return text, csv_name, ZipSource(archive, prefix)
+
+
+def open_zip_bundle(handle: BinaryIO) -> Bundle:
+    """Open a zip holding a CSV at its root (or in its one folder) and the images."""
+    text, csv_name, source = open_zip_csv(handle)
+    return Bundle(parse_catalogue_csv(text, name=csv_name), source)
 
 
 def open_folder_bundle(csv_path: Path, image_root: Path | None = None) -> Bundle:
@@ -128,11 +145,13 @@ def open_folder_bundle(csv_path: Path, image_root: Path | None = None) -> Bundle
     )
 
 
-def zip_from_uploads(*, csv_data: bytes, images: Sequence[tuple[str, bytes]]) -> bytes:
+def zip_from_uploads(
+    *, csv_data: bytes, images: Sequence[tuple[str, bytes]], csv_name: str = CSV_NAME
+) -> bytes:
     """Pack a CSV and loose image files into the one bundle format (images by file name)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(CSV_NAME, csv_data, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(csv_name, csv_data, compress_type=zipfile.ZIP_DEFLATED)
         for name, data in images:
             archive.writestr(f"images/{PurePosixPath(name).name}", data)
     return buffer.getvalue()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
@@ -257,3 +258,81 @@ def write_demo_catalogue(folder: Path, *, photos_per_sku: int = 2) -> Path:
     return csv_path
 
 
+
+
+# ----- labelled history: past listings already matched to their SKUs ------------------------
+
+HISTORY_LISTINGS_PER_SKU = 8
+HISTORY_SEED = 500_000  # far from the sample photos' seeds (1000 * sku index + photo)
+HISTORY_SIZE = 448
+HISTORY_START = datetime(2023, 1, 2, 10, 0, tzinfo=UTC)
+
+
+def _table_scene(rng: random.Random, size: int) -> tuple[Image.Image, int]:
+    """A wall over a table top with a few soft objects; returns it and the table's edge row.
+
+    Drawn at a quarter of the size and scaled up: as soft as a blur, at a fraction of its cost."""
+    small = size // 4
+    wall = tuple(rng.randint(150, 235) for _ in range(3))
+    table = tuple(rng.randint(70, 170) for _ in range(3))
+    edge = rng.randint(int(small * 0.45), int(small * 0.65))
+    image = Image.new("RGB", (small, small), wall)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, edge, small, small], fill=table)
+    for _ in range(rng.randint(2, 5)):
+        x, y = rng.randint(0, small), rng.randint(0, edge)
+        r = rng.randint(4, 15)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randint(40, 250)
+                                                               for _ in range(3)))
+    for y in range(edge, small, rng.randint(2, 4)):  # wood grain
+        shade = tuple(max(0, c - rng.randint(5, 20)) for c in table)
+        draw.line([0, y, small, y + rng.randint(-2, 2)], fill=shade, width=1)
+    return image.resize((size, size), Image.Resampling.BICUBIC), edge * 4
+
+
+def render_history_photo(sku: DemoSku, seed: int) -> bytes:
+    """A past listing's photo (JPEG bytes), unlike the sample photos: a table-top scene, the
+    bag turned (narrower), a soft shadow, its own seeds and lighting."""
+    rng = random.Random(seed)
+    size = HISTORY_SIZE
+    canvas, edge = _table_scene(rng, size)
+    bag = draw_bag(sku, size=int(CANVAS * rng.uniform(0.7, 0.95)))
+    turned = max(1, int(bag.width * rng.uniform(0.72, 1.0)))
+    bag = bag.resize((turned, bag.height), Image.Resampling.BILINEAR)
+    bag = bag.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, expand=True)
+    x = rng.randint(0, max(0, size - bag.width))
+    y = min(max(0, edge - bag.height // 2 + rng.randint(0, 60)), size - bag.height)
+    box = bag.getbbox() or (0, 0, bag.width, bag.height)
+    shadow = Image.new("L", (size // 4, size // 4), 0)
+    ImageDraw.Draw(shadow).ellipse([(x + box[0]) / 4, (y + box[3] - 18) / 4,
+                                    (x + box[2] + 25) / 4, (y + box[3] + 12) / 4], fill=110)
+    canvas.paste((20, 20, 20), (0, 0), shadow.resize(canvas.size, Image.Resampling.BICUBIC))
+    canvas.paste(bag, (x, y), bag)
+    canvas = ImageEnhance.Brightness(canvas).enhance(rng.uniform(0.8, 1.15))
+    canvas = ImageEnhance.Contrast(canvas).enhance(rng.uniform(0.85, 1.1))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=rng.randint(60, 90))
+    return buffer.getvalue()
+
+
+def write_demo_history(
+    folder: Path, *, listings_per_sku: int = HISTORY_LISTINGS_PER_SKU
+) -> Path:
+    """Draw past listings into `folder/photos/` (every fourth has a second photo) and write
+    `folder/history.csv` in the history import format; return the CSV path."""
+    from webapp.history.format import HistoryRow, write_history_csv
+
+    (folder / "photos").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, sku in enumerate(demo_skus()):
+        for listing in range(listings_per_sku):
+            key = f"L{index + 1:02d}{listing + 1:02d}"
+            when = HISTORY_START + timedelta(days=7 * listing + index % 7, hours=index % 8)
+            for view in range(2 if listing % 4 == 3 else 1):
+                name = f"photos/{sku.code}-{key}-{view}.jpg"
+                seed = HISTORY_SEED + 1000 * index + 10 * listing + view
+                (folder / name).write_bytes(render_history_photo(sku, seed))
+                rows.append(HistoryRow(0, sku.code, name, key, when))
+    csv_path = folder / "history.csv"
+    write_history_csv(csv_path, rows)
+    return csv_path

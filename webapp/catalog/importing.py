@@ -197,6 +197,11 @@ def write_catalogue_csv(path: Path | io.TextIOBase, rows: Iterable[CatalogueRow]
     return len(rows)
 
 
+def grocery_sku_code(class_id: int) -> str:
+    """The SKU code of a Grocery Store Dataset product (class id)."""
+    return f"GROCERY-{class_id:03d}"
+
+
 def grocery_rows(root: Path) -> Iterator[CatalogueRow]:
     """Map the Grocery Store Dataset onto the catalogue.
 
@@ -221,7 +226,7 @@ def grocery_rows(root: Path) -> Iterator[CatalogueRow]:
                 else ""
             )
             yield CatalogueRow(
-                sku_code=f"GROCERY-{int(class_id):03d}",
+                sku_code=grocery_sku_code(int(class_id)),
                 name=name.replace("-", " "),
                 category=coarse_name,
                 brand=brand,

@@ -26,4 +26,7 @@ def scan_duplicates(scan_id: int) -> None:
 
 @shared_task(name="catalog.prune_import_bundles", ignore_result=True)
 def prune_import_bundles() -> None:
+    from webapp.history.services import history_bundles_prune
+
     import_bundles_prune(older_than_days=settings.IMPORT_BUNDLE_DAYS)
+    history_bundles_prune(older_than_days=settings.IMPORT_BUNDLE_DAYS)

@@ -25,6 +25,7 @@ urlpatterns = [
     path("match/", include("webapp.matching.urls")),
     path("review/", include("webapp.review.urls")),
     path("learning/", include("webapp.learning.urls")),
+    path("catalog/history/", include("webapp.history.urls")),
     path("catalog/", include("webapp.catalog.urls")),
     path("api/", include("webapp.api.urls")),
     path("admin/", admin.site.urls),

@@ -216,7 +216,7 @@ def train_config(
         "image_size": settings.TRAIN_IMAGE_SIZE or None,
         "embedding_dim": settings.TRAIN_EMBEDDING_DIM,
         "cached_views": settings.TRAIN_CACHED_VIEWS,
-        "freeze_blocks": 11 if settings.TRAIN_CACHED_VIEWS else 0,
+        "freeze_blocks": 11 if settings.TRAIN_CACHED_VIEWS else TrainConfig.freeze_blocks,
         "batches_per_epoch": settings.TRAIN_BATCHES_PER_EPOCH or None,
         "max_minutes": settings.TRAIN_MAX_MINUTES or None,
         "device": settings.TORCH_DEVICE,

@@ -47,6 +47,15 @@ class MatchRequest(models.Model):
     # until the match has run.
     confident = models.BooleanField(null=True, blank=True)
 
+    class Source(models.TextChoices):
+        APPRAISAL = "appraisal", "Appraisal"
+        HISTORY = "history", "Imported history"
+
+    # "history": a past listing imported as confirmed labelled data (webapp.history): done,
+    # decided, no candidates; not live work, so kept out of the appraiser's pages and the
+    # statistics of live decisions.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.APPRAISAL)
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"])]

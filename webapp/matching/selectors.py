@@ -65,6 +65,7 @@ def query_photo_file_visible(*, user: User, name: str) -> bool:
 def recent_requests(*, user: AbstractBaseUser, limit: int = 20) -> QuerySet[MatchRequest]:
     return (
         MatchRequest.objects.filter(created_by=user)
+        .exclude(source=MatchRequest.Source.HISTORY)  # imported history is not their work
         .select_related("decision__sku")
         .prefetch_related("photos")[:limit]
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import numpy as np
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from webapp.matching.models import Candidate, Decision, MatchRequest
@@ -14,6 +15,15 @@ from webapp.review.models import BadCase, FailureCause
 
 UNTAGGED = "untagged"
 MAX_CATEGORIES = 8
+
+
+def _live_decisions() -> QuerySet[Decision]:
+    """Decisions appraisers made on live matches; imported history (webapp.history) is not."""
+    return Decision.objects.exclude(request__source=MatchRequest.Source.HISTORY)
+
+
+def _live_requests() -> QuerySet[MatchRequest]:
+    return MatchRequest.objects.exclude(source=MatchRequest.Source.HISTORY)
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ def _final_skus(since: datetime) -> list[tuple[int, datetime, str, str, int | No
         BadCase.objects.filter(status=BadCase.Status.RESOLVED, decision__decided_at__gte=since)
         .values_list("request_id", "correct_sku_id")
     )
-    rows = Decision.objects.filter(decided_at__gte=since).values_list(
+    rows = _live_decisions().filter(decided_at__gte=since).values_list(
         "request_id", "decided_at", "outcome", "model_version", "sku_id"
     )
     return [(r, t, o, m, corrected.get(r, s) if r in corrected else s) for r, t, o, m, s in rows]
@@ -120,7 +130,7 @@ def acceptance(window: Window) -> Series:
     """Per bucket: share of decisions that accepted a candidate, and that accepted the first."""
     rows = _final_skus(window.start)
     accepted = dict(
-        Decision.objects.filter(decided_at__gte=window.start, outcome=Decision.Outcome.ACCEPT)
+        _live_decisions().filter(decided_at__gte=window.start, outcome=Decision.Outcome.ACCEPT)
         .values_list("request_id", "candidate__rank")
     )
     buckets = window.buckets()
@@ -185,7 +195,7 @@ def match_latency(window: Window) -> Latency:
     position = {b: i for i, b in enumerate(buckets)}
     per: list[list[float]] = [[] for _ in buckets]
     stages: dict[str, list[float]] = defaultdict(list)
-    rows = MatchRequest.objects.filter(
+    rows = _live_requests().filter(
         status=MatchRequest.Status.DONE, created_at__gte=window.start, finished_at__isnull=False
     ).values_list("created_at", "finished_at", "timings_ms")
     for created, finished, timings in rows:
@@ -209,7 +219,7 @@ def match_latency(window: Window) -> Latency:
 
 def summary(window: Window) -> dict[str, object]:
     """Headline numbers for the top of the page."""
-    decided = Decision.objects.filter(decided_at__gte=window.start)
+    decided = _live_decisions().filter(decided_at__gte=window.start)
     n = decided.count()
     accepted = decided.filter(outcome=Decision.Outcome.ACCEPT).count()
     cases = BadCase.objects.filter(created_at__gte=window.start)
@@ -219,5 +229,5 @@ def summary(window: Window) -> dict[str, object]:
         "bad_cases": cases.count(),
         "open": cases.filter(status=BadCase.Status.OPEN).count(),
         "resolved": cases.filter(status=BadCase.Status.RESOLVED).count(),
-        "matches": MatchRequest.objects.filter(created_at__gte=window.start).count(),
+        "matches": _live_requests().filter(created_at__gte=window.start).count(),
     }
