@@ -40,9 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml import gpu_search  # noqa: E402
-from ml import index as index_mod  # noqa: E402
-from ml.index import VectorIndex  # noqa: E402
+from ml.index import DEFAULT_NPROBE, INDEX_FILE, VectorIndex  # noqa: E402
+from ml.index import filtered as index_mod  # noqa: E402
+from ml.index import gpu as gpu_search  # noqa: E402
 
 LEVELS = ("category", "brand", "series")
 TARGET_QPS = 5_000  # issue 3: filtered top-10 at 1M on 2 cores
@@ -541,7 +541,7 @@ def main() -> None:
     print(f"data: {time.perf_counter() - started:.1f} s; RSS {rss_mib():,.0f} MiB")
 
     started = time.perf_counter()
-    index = VectorIndex.build(ids, xb, nprobe=index_mod.DEFAULT_NPROBE)
+    index = VectorIndex.build(ids, xb, nprobe=DEFAULT_NPROBE)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     index.tune_nprobe_on(xb, ids, seed=args.seed)
@@ -630,7 +630,7 @@ def main() -> None:
         started = time.perf_counter()
         index.save(tmp / "idx", meta={"bench": True})
         save_s = time.perf_counter() - started
-        size = (tmp / "idx" / index_mod.INDEX_FILE).stat().st_size
+        size = (tmp / "idx" / INDEX_FILE).stat().st_size
         started = time.perf_counter()
         loaded, _ = VectorIndex.load(tmp / "idx")
         load_s = time.perf_counter() - started

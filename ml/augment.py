@@ -126,7 +126,8 @@ def heuristic_mask(image: Image.Image, *, border: int = 4, tolerance: float = 40
     ry, rx = 0.42 * h, 0.42 * w
     d = ((yy - (h - 1) / 2) / ry) ** 2 + ((xx - (w - 1) / 2) / rx) ** 2
     # Soft edge so the paste does not draw a sharp ellipse the network could key on.
-    return np.clip((1.15 - d) / 0.3, 0.0, 1.0).astype(np.float32)
+    out: np.ndarray = np.clip((1.15 - d) / 0.3, 0.0, 1.0).astype(np.float32)
+    return out
 
 
 def _random_background(size: tuple[int, int], rng: random.Random) -> Image.Image:
@@ -135,7 +136,7 @@ def _random_background(size: tuple[int, int], rng: random.Random) -> Image.Image
     kind = rng.random()
     if kind < 0.3:
         colour = tuple(rng.randrange(256) for _ in range(3))
-        return Image.new("RGB", size, colour)  # type: ignore[arg-type]
+        return Image.new("RGB", size, colour)
     nprng = np.random.default_rng(rng.randrange(2**32))
     if kind < 0.65:
         a, b = nprng.uniform(0, 255, 3), nprng.uniform(0, 255, 3)
@@ -170,7 +171,7 @@ def occlusion(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -
 
 def lighting(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -> Image.Image:
     """Brightness/contrast/saturation jitter, a small hue shift and a gamma (exposure) change."""
-    ops = [
+    ops: list[Callable[[Image.Image], Image.Image]] = [
         lambda im: ImageEnhance.Brightness(im).enhance(rng.uniform(0.6, 1.4)),
         lambda im: ImageEnhance.Contrast(im).enhance(rng.uniform(0.6, 1.4)),
         lambda im: ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4)),
@@ -185,7 +186,9 @@ def lighting(image: Image.Image, mask: np.ndarray | None, rng: random.Random) ->
     return Image.fromarray((arr * 255).astype(np.uint8))
 
 
-def _perspective_coeffs(src: Sequence[tuple[float, float]], dst: Sequence[tuple[float, float]]):
+def _perspective_coeffs(
+    src: Sequence[tuple[float, float]], dst: Sequence[tuple[float, float]]
+) -> np.ndarray:
     """Coefficients for ``Image.transform(PERSPECTIVE)`` mapping output ``dst`` to input ``src``."""
     rows = []
     rhs = []
@@ -193,7 +196,9 @@ def _perspective_coeffs(src: Sequence[tuple[float, float]], dst: Sequence[tuple[
         rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
         rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
         rhs.extend([u, v])
-    return np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64))
+    a, b = np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64)
+    out: np.ndarray = np.linalg.solve(a, b)
+    return out
 
 
 def angle(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -> Image.Image:
@@ -216,9 +221,9 @@ def angle(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -> Im
         Image.Transform.PERSPECTIVE,
         tuple(coeffs),
         Image.Resampling.BILINEAR,
-        fillcolor=fill,  # type: ignore[arg-type]
+        fillcolor=fill,
     )
-    return out.rotate(rng.uniform(-20, 20), Image.Resampling.BILINEAR, fillcolor=fill)  # type: ignore[arg-type]
+    return out.rotate(rng.uniform(-20, 20), Image.Resampling.BILINEAR, fillcolor=fill)
 
 
 def background(
@@ -284,7 +289,7 @@ def scribble(image: Image.Image, mask: np.ndarray | None, rng: random.Random) ->
         for _ in range(rng.randint(1, 4)):
             pts = [(rng.uniform(0, w), rng.uniform(0, h)) for _ in range(rng.randint(2, 5))]
             colour = tuple(rng.randrange(256) for _ in range(3))
-            draw.line(pts, fill=colour, width=rng.randint(1, max(2, w // 40)), joint="curve")  # type: ignore[arg-type]
+            draw.line(pts, fill=colour, width=rng.randint(1, max(2, w // 40)), joint="curve")
     if rng.random() < 0.6:
         text = (
             rng.choice(_WORDS)
@@ -295,7 +300,7 @@ def scribble(image: Image.Image, mask: np.ndarray | None, rng: random.Random) ->
         )
         font = ImageFont.load_default(size=rng.randint(max(8, h // 14), max(9, h // 5)))
         colour = tuple(rng.randrange(256) for _ in range(3))
-        draw.text((rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.85)), text, fill=colour, font=font)  # type: ignore[arg-type]
+        draw.text((rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.85)), text, fill=colour, font=font)
     return image
 
 

@@ -120,7 +120,8 @@ class Embedder:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast:
             out = self.model(x.to(self.device, non_blocking=True))
-        return out.float().cpu().numpy().astype(np.float32, copy=False)
+        vectors: np.ndarray = out.float().cpu().numpy().astype(np.float32, copy=False)
+        return vectors
 
     def embed(self, images: Sequence[Image.Image], *, batch_size: int = 32) -> np.ndarray:
         """Embed RGB images.

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from ml.fuse import DEFAULT_STRATEGY, STRATEGIES, rank_skus
-from ml.index import VectorIndex
+from ml.interfaces import Found, ImageEmbedder, ItemDetector, SearchIndex
 from ml.rerank.stage import Reranker
 from ml.rerank.types import CandidateEvidence, CatalogueEntry, LocalFeatures, RerankQuery
 from ml.segment import grabcut_mask, grabcut_version, isolate
@@ -42,38 +42,6 @@ SkuLookup = Callable[[Collection[int]], Mapping[int, int]]
 CatalogueLookup = Callable[
     [Sequence[int]], tuple[Mapping[int, CatalogueEntry], Mapping[int, Sequence[int]]]
 ]
-
-
-class ImageEmbedder(Protocol):
-    """What retrieval needs of a model: ``embed(images) -> [n, dim]`` L2-normalised float32."""
-
-    name: str
-    dim: int
-
-    def embed(self, images: Sequence[Image.Image], *, batch_size: int = 32) -> np.ndarray: ...
-
-
-class Found(Protocol):
-    """One detected item (e.g. :class:`ml.yolo.Detection`)."""
-
-    @property
-    def box(self) -> Box: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def confidence(self) -> float: ...
-    @property
-    def mask(self) -> np.ndarray | None: ...  # [height, width] bool from a segmentation model
-
-
-class ItemDetector(Protocol):
-    """Best detection per image among ``classes`` (any class when empty), or None."""
-
-    name: str
-
-    def detect_all(
-        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
-    ) -> Sequence[Found | None]: ...
 
 
 @dataclass(frozen=True)
@@ -256,7 +224,7 @@ class Isolator:
 
 def rank_vectors(
     vectors_per_query: Sequence[np.ndarray],
-    index: VectorIndex,
+    index: SearchIndex,
     sku_of: SkuLookup,
     *,
     allowed: Sequence[np.ndarray | None] | None = None,
@@ -277,7 +245,7 @@ def rank_vectors(
 
 def rank_with_evidence(
     vectors_per_query: Sequence[np.ndarray],
-    index: VectorIndex,
+    index: SearchIndex,
     sku_of: SkuLookup,
     *,
     allowed: Sequence[np.ndarray | None] | None = None,
@@ -366,7 +334,7 @@ class Retriever:
         self,
         *,
         embedder: ImageEmbedder,
-        index: VectorIndex,
+        index: SearchIndex,
         sku_of: SkuLookup,
         isolator: Isolator | None = None,
         config: RetrievalConfig = DEFAULT_CONFIG,
@@ -407,7 +375,7 @@ class Retriever:
             size = self.overlap_photos or len(photos)
             steps.extend((classes, photos[i : i + size]) for i in range(0, len(photos), size))
 
-        def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple:
+        def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple[Any, ...]:
             classes, photos = step
             step_timings: dict[str, float] = {}
             crops, isolations = self.isolator.isolate(
@@ -421,7 +389,7 @@ class Retriever:
             )
             return photos, crops, isolations, step_timings
 
-        def embed_step(isolated: tuple) -> tuple:
+        def embed_step(isolated: tuple[Any, ...]) -> tuple[Any, ...]:
             photos, crops, isolations, step_timings = isolated
             started = time.perf_counter()
             vectors = self.embedder.embed(crops, batch_size=max(1, len(crops)))

@@ -99,7 +99,8 @@ def grabcut_mask(
     inside = box_mask(image.size, box)
     if result.sum() < MIN_MASK_SHARE * inside.sum():
         return inside
-    return result & inside
+    out: np.ndarray = result & inside
+    return out
 
 
 def box_mask(size: tuple[int, int], box: Box) -> np.ndarray:

@@ -131,7 +131,8 @@ class YoloDetector:
             self.name = f"yolo:{path.name}{suffix}"
             return
         threads_env = os.environ.get("OMP_NUM_THREADS")
-        from ultralytics import YOLO  # imported late: it sets OMP_NUM_THREADS=1 on import
+        # The package exports YOLO lazily (__getattr__), which its stubs do not declare.
+        from ultralytics import YOLO  # type: ignore[attr-defined]  # late: sets OMP_NUM_THREADS=1
         from ultralytics.utils import patches
 
         # ultralytics replaces Image.open with one that pip-installs pi-heif at run time when a

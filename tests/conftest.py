@@ -12,7 +12,7 @@ import pytest
 
 
 def _gpus() -> int:
-    from ml.gpu_search import gpu_count
+    from ml.index.gpu import gpu_count
 
     return gpu_count()
 

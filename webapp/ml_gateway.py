@@ -24,6 +24,7 @@ from ml.embed import Embedder, configure_threads, load_embedder
 from ml.evaluate import query_outcomes
 from ml.images import load_rgb
 from ml.index import IndexCorruptError, VectorIndex
+from ml.interfaces import ImageEmbedder, ItemDetector
 from ml.rerank.attributes import AttributePredictor
 from ml.rerank.fusion import FusionModel
 from ml.rerank.ocr import OcrEngine, OcrUnavailable
@@ -40,6 +41,7 @@ from ml.retrieval import (
     Retriever,
     rank_with_evidence,
 )
+from ml.segment import isolate
 from ml.types import Box, Isolation, QueryOutcome, SkuScore
 from ml.yolo import YoloDetector
 
@@ -92,7 +94,7 @@ def _embedder(model_ref: str) -> Embedder:
     return model
 
 
-def embedder(model_ref: str | None = None) -> Embedder:
+def embedder(model_ref: str | None = None) -> ImageEmbedder:
     """The embedder for `model_ref`, or for the active index (the two always travel together)."""
     if model_ref is None:
         from webapp.learning.selectors import active_index_version
@@ -103,7 +105,7 @@ def embedder(model_ref: str | None = None) -> Embedder:
 
 
 @cache
-def detector() -> YoloDetector | None:
+def detector() -> ItemDetector | None:
     """The item detector, or None (full frame) when it is disabled or cannot be loaded."""
     weights = settings.DETECTOR_WEIGHTS
     if not weights:
@@ -146,6 +148,12 @@ def isolate_items(
     return isolator().isolate(
         images, corrected_boxes=corrected_boxes, classes=classes, timings=timings
     )
+
+
+def item_crop(image: Image.Image, box: Box, mask: np.ndarray | None) -> Image.Image:
+    """The item in ``box`` on a neutral background (``mask [height, width]`` bool, or None), as
+    :meth:`isolate_items` crops it: rebuilds a stored isolation."""
+    return isolate(image, box, mask)
 
 
 def embedding_version(model_ref: str | None = None) -> str:

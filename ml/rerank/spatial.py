@@ -113,7 +113,8 @@ def sample_ab(pixels: np.ndarray, xy: np.ndarray, radius: int = COLOUR_RADIUS_PX
     h, w = ab.shape[:2]
     cols = np.clip(np.round(xy[:, 0]).astype(int), 0, w - 1)
     rows = np.clip(np.round(xy[:, 1]).astype(int), 0, h - 1)
-    return blurred[rows, cols].astype(np.float32)
+    out: np.ndarray = blurred[rows, cols].astype(np.float32)
+    return out
 
 
 def ratio_matches(
@@ -237,7 +238,8 @@ def colour_agreement(query_ab: np.ndarray, reference_ab: np.ndarray) -> np.ndarr
     """Per inlier pair, 1 when the a*b* colours agree within :data:`COLOUR_TOLERANCE`,
     falling linearly to 0 at twice it: ``[p, 2]`` x ``[p, 2]`` -> ``[p]`` in [0, 1]."""
     distance = np.linalg.norm(np.asarray(query_ab) - np.asarray(reference_ab), axis=1)
-    return np.clip(2.0 - distance / COLOUR_TOLERANCE, 0.0, 1.0)
+    out: np.ndarray = np.clip(2.0 - distance / COLOUR_TOLERANCE, 0.0, 1.0)
+    return out
 
 
 def key_parts(points: np.ndarray, image_size: tuple[int, int]) -> list[RegionBox]:

@@ -205,7 +205,8 @@ class ReferenceStore:
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-7)
+    out: np.ndarray = x / np.maximum(norms, 1e-7)
+    return out
 
 
 def build_store(

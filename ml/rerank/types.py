@@ -142,7 +142,8 @@ class CandidateEvidence:
     soft_attributes: AttributeEvidence | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        out: dict[str, Any] = _jsonable(asdict(self))
+        return out
 
 
 @dataclass(frozen=True)

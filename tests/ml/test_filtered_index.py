@@ -1,6 +1,6 @@
 """Filtered search at scale and the GPU strategy, against brute-force numpy (the exact oracle).
 
-Faiss GPU ignores ``IDSelector``; ``ml.gpu_search`` filters without one. These tests run that
+Faiss GPU ignores ``IDSelector``; ``ml.index.gpu`` filters without one. These tests run that
 same code on CPU (device ``cpu-no-selector``), where the index is searched with no selector
 at all, exactly as the GPU index would be, and check every result against a Python filter.
 """
@@ -11,10 +11,10 @@ import faiss
 import numpy as np
 import pytest
 
-from ml import gpu_search
-from ml import index as index_mod
-from ml.gpu_search import FilterStats, SelectorBlindCpuDevice, filtered_search, numpy_knn
 from ml.index import VectorIndex
+from ml.index import filtered as index_mod
+from ml.index import gpu as gpu_search
+from ml.index.gpu import FilterStats, SelectorBlindCpuDevice, filtered_search, numpy_knn
 
 from .test_vector_index import CODEC_ATOL, assert_same_results, brute_force, clustered
 

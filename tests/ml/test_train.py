@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ml.train import TrainConfig, Trainer, freeze_early_blocks, lr_lambda
-from ml.train_data import read_training_csv, split_holdout
+from ml.train.data import read_training_csv, split_holdout
 
 COLOURS = [(220, 40, 40), (40, 180, 60), (40, 60, 220), (230, 200, 30)]
 SHAPES = ["box", "disc", "box", "disc"]
@@ -186,7 +186,7 @@ def test_cli_forwards_to_trainer(tiny_csv: Path, tmp_path: Path) -> None:
 
 
 def test_lite_split_matches_full_model(tiny_csv: Path, tmp_path: Path) -> None:
-    from ml.train_cache import LiteSplit
+    from ml.train.cache import LiteSplit
 
     trainer = Trainer(_config(tiny_csv, tmp_path, epochs=1))
     model = trainer.model.eval()
@@ -224,7 +224,7 @@ def test_cached_trunk_training_reuses_its_cache(tiny_csv: Path, tmp_path: Path) 
 def test_cause_weights_reach_the_config() -> None:
     import argparse
 
-    from ml.train_config import add_arguments, config_from_args
+    from ml.train.config import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -321,7 +321,7 @@ def test_a_time_budget_shortens_the_schedule_so_the_cosine_still_ends(
     """Each optimiser step costs one second of a fake clock: ten planned epochs of four steps
     against a 12 s budget become three, and the learning rate still reaches its floor."""
     clock = [0.0]
-    monkeypatch.setattr("ml.train.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("ml.train.trainer.time.perf_counter", lambda: clock[0])
 
     def tick(event: dict) -> bool:
         if event["event"] == "step":
@@ -345,7 +345,7 @@ def test_a_time_budget_shortens_the_schedule_so_the_cosine_still_ends(
 def test_the_command_line_defaults_are_the_measured_recipe() -> None:
     import argparse
 
-    from ml.train_config import add_arguments, config_from_args
+    from ml.train.config import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -365,7 +365,7 @@ def test_a_budget_gives_epochs_back_when_the_pace_picks_up(
     """The first epoch's steps cost 3 s (a busy machine), later ones 1 s: the schedule first
     shrinks to 2 epochs of a 30 s budget, then grows to the 5 that fit, ending at the floor."""
     clock = [0.0]
-    monkeypatch.setattr("ml.train.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("ml.train.trainer.time.perf_counter", lambda: clock[0])
 
     def tick(event: dict) -> bool:
         if event["event"] == "step":

@@ -9,7 +9,6 @@ import faiss
 import numpy as np
 import pytest
 
-from ml import index as index_mod
 from ml.index import (
     IndexCorruptError,
     VectorIndex,
@@ -19,6 +18,8 @@ from ml.index import (
     save_version,
     set_current,
 )
+from ml.index import core as index_mod
+from ml.index import filtered as filtered_mod
 
 
 def brute_force(
@@ -172,7 +173,7 @@ def test_ivf_recall_filter_remove(rng, codec):
 
 @pytest.mark.parametrize("codec", ["fp32", "fp16"])
 def test_ivf_large_filter_uses_selector(rng, monkeypatch, codec):
-    monkeypatch.setattr(index_mod, "EXACT_FILTER_MAX", 10)
+    monkeypatch.setattr(filtered_mod, "EXACT_FILTER_MAX", 10)
     vectors = clustered(rng, 4000, 16)
     ids = np.arange(4000, dtype=np.int64) * 3
     index = VectorIndex.build(ids, vectors, kind="ivf", nlist=16, codec=codec)

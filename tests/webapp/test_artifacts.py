@@ -124,7 +124,7 @@ def test_publish_uploads_before_the_version_goes_live(catalogue) -> None:
 @pytest.mark.gpu
 def test_a_worker_searches_the_active_index_on_the_gpu(db, settings) -> None:
     """With faiss-gpu and a CUDA device the loaded replica lives on the GPU (exact filters
-    through ml.gpu_search); elsewhere this is skipped with the reason."""
+    through ml.index.gpu); elsewhere this is skipped with the reason."""
     version = _published(settings)
     name, index, _ = ml_gateway.active_index.get()
     assert name == version.name and index.device == "gpu"

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from ml.images import load_rgb
-from ml.segment import isolate
 from ml.types import Box
+from webapp import ml_gateway
 from webapp.matching.models import QueryPhoto
 
 
@@ -30,7 +30,7 @@ def query_photo_crop(photo: QueryPhoto, *, image: Image.Image | None = None) -> 
             mask_image = Image.open(io.BytesIO(handle.read())).convert("L")
         if mask_image.size == image.size:
             mask = np.asarray(mask_image) > 127
-    return isolate(image, Box(*photo.box), mask)
+    return ml_gateway.item_crop(image, Box(*photo.box), mask)
 
 
 def jpeg(image: Image.Image, *, max_side: int = 640, quality: int = 88) -> bytes:

@@ -50,9 +50,9 @@ from ml.model import (
     save_checkpoint,
 )
 from ml.sampling import CATALOGUE, PKBatchSampler
-from ml.train_cache import FeatureBank, LiteSplit
-from ml.train_config import TrainConfig, add_arguments, config_from_args
-from ml.train_data import (
+from ml.train.cache import FeatureBank, LiteSplit
+from ml.train.config import TrainConfig, add_arguments, config_from_args
+from ml.train.data import (
     BatchMaker,
     ImageCache,
     TrainItem,

@@ -43,7 +43,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     freeze_bn: bool = True
     freeze_blocks: int = 4  # cached-trunk mode: 0 means its own default, 11
-    cached_views: int = 0  # > 0: cached-trunk training (ml.train_cache), views per photo
+    cached_views: int = 0  # > 0: cached-trunk training (ml.train.cache), views per photo
     catalogue_views: int = 16  # views per catalogue image in cached-trunk training
     trunk_cache: str | None = None  # file to reuse the trunk cache across runs
     level_weight: float = 0.0
