@@ -134,7 +134,8 @@ def test_the_new_references_reach_the_index_through_the_sync_task(
     isolated = []
     from webapp.history import tasks as history_tasks
 
-    monkeypatch.setattr(history_tasks.isolate_photos, "delay", isolated.append)
+    monkeypatch.setattr(history_tasks.isolate_photos, "apply_async",
+                        lambda args, **_: isolated.append(*args))
     from django.db import connection
 
     connection.run_on_commit.clear()  # the fixture's catalogue import queued a sync of its own

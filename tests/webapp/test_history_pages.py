@@ -51,7 +51,9 @@ def test_upload_dry_run_then_apply(skus, catalogue_admin, settings,
                                    django_capture_on_commit_callbacks, monkeypatch) -> None:
     a, b = skus
     isolations: list[int] = []
-    monkeypatch.setattr(tasks.isolate_photos, "delay", isolations.append)
+    # Sent after commit through the sweeper's enqueue (apply_async): capture the import's id.
+    monkeypatch.setattr(tasks.isolate_photos, "apply_async",
+                        lambda args, **_: isolations.append(*args))
     data = bundle([f"{a},p/1.jpg,L1,2024-02-03", f"{a},p/2.jpg,L1,2024-02-03", f"{b},p/3.jpg,,"],
                   {f"p/{i}.jpg": photo(i) for i in (1, 2, 3)})
     admin = logged_in(catalogue_admin)

@@ -162,7 +162,8 @@ def test_make_run_starts_every_procfile_process_under_honcho(
     _wait_for(lambda: re.search(r"gpu\.1\s+\|.*learning\.check_retraining\[.*\] succeeded",
                                 honcho.output()) is not None, 60, "a beat task", honcho.log)
     # The default worker takes the light jobs (published, not run here: no eager mode).
-    monkeypatch.setattr(celery_app.conf, "task_always_eager", False)
+    # Patched as an item: Celery's Settings is a layered mapping, whose attribute undo failed.
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
     with _filesystem_broker(honcho.var_dir) as connection:
         recalibrate_thresholds.apply_async(connection=connection, queue="default")
     _wait_for(lambda: re.search(r"default\.1\s+\|.*recalibrate_thresholds\[.*\] succeeded",
