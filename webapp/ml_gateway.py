@@ -199,11 +199,26 @@ def gallery_outcomes(
     if settings.RERANK and gallery_image_ids is not None and crops is not None:
         step = gallery_rerank_step(gallery_image_ids, gallery_labels,
                                    model_ref or default_model_ref())
-        inputs = [EvidenceInputs(list(c)) for c in crops]
+        inputs = _EvidenceOnDemand(crops)
     return query_outcomes(
         gallery_vectors, gallery_labels, query_vectors, query_labels, groups,
         allowed=allowed, config=retrieval_config(), top_k=top_k, rerank=step, inputs=inputs,
     )
+
+
+class _EvidenceOnDemand(Sequence[EvidenceInputs]):
+    """Per query, its evidence inputs made when the evidence stage reaches it and not kept:
+    the gate re-ranks thousands of requests without holding every crop and its local
+    features at once (``crops`` may itself load each query's crops on access)."""
+
+    def __init__(self, crops: Sequence[Sequence[Image.Image]]) -> None:
+        self._crops = crops
+
+    def __len__(self) -> int:
+        return len(self._crops)
+
+    def __getitem__(self, q: int) -> EvidenceInputs:  # type: ignore[override]
+        return EvidenceInputs(list(self._crops[q]))
 
 
 def index_path(name: str) -> Path:

@@ -143,6 +143,21 @@ def _query_vectors(photo_ids: Sequence[int], model_ref: str) -> np.ndarray:
     return np.stack([_QUERY_CACHE[(version, p)] for p in photo_ids])
 
 
+class _RequestCrops(Sequence[list[Image.Image]]):
+    """Each request's item crops, read when the evidence stage reaches the request: holding
+    the crops of thousands of held-out and replay requests at once exhausted memory."""
+
+    def __init__(self, requests: Sequence[LabelledRequest]) -> None:
+        self._requests = requests
+        self._photos = QueryPhoto.objects.in_bulk([p for r in requests for p in r.photo_ids])
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, q: int) -> list[Image.Image]:  # type: ignore[override]
+        return [query_photo_crop(self._photos[p]) for p in self._requests[q].photo_ids]
+
+
 def request_outcomes(
     requests: Sequence[LabelledRequest],
     gallery: Gallery,
@@ -170,8 +185,7 @@ def request_outcomes(
     labels = np.repeat([r.sku_id for r in requests], [len(r.photo_ids) for r in requests])
     crops = None
     if settings.RERANK:  # the evidence stage sees the crops the match saw, as serving does
-        photos = QueryPhoto.objects.in_bulk([p for r in requests for p in r.photo_ids])
-        crops = [[query_photo_crop(photos[p]) for p in r.photo_ids] for r in requests]
+        crops = _RequestCrops(requests)
     return ml_gateway.gallery_outcomes(
         gallery_vectors, gallery.labels, vectors, labels, groups, allowed=allowed, top_k=top_k,
         gallery_image_ids=gallery.image_ids, crops=crops, model_ref=model_ref,
