@@ -28,12 +28,16 @@ GRABCUT_ITERATIONS = 1
 GRABCUT_MARGIN = math.inf
 # A mask covering less than this share of its box is a failed segmentation: keep the box.
 MIN_MASK_SHARE = 0.15
+# GrabCut starts its colour models from k-means on OpenCV's thread RNG, whose state every
+# earlier call moves on: unseeded, the same photo got a slightly different mask from one call
+# to the next. Seeded per call, a photo always gets the same mask (and the same vector).
+GRABCUT_SEED = 0
 
 
 def grabcut_version() -> str:
     """The GrabCut settings that shape a mask, for the isolation's name in a vector's version."""
     margin = "" if math.isinf(GRABCUT_MARGIN) else f",box+{GRABCUT_MARGIN:g}"
-    return f"grabcut@{GRABCUT_MAX_SIDE}px,{GRABCUT_ITERATIONS}it{margin}"
+    return f"grabcut@{GRABCUT_MAX_SIDE}px,{GRABCUT_ITERATIONS}it{margin},seed{GRABCUT_SEED}"
 
 
 def clamp_box(box: Box, width: int, height: int) -> Box:
@@ -86,6 +90,7 @@ def grabcut_mask(
     mask = np.zeros(region.shape[:2], np.uint8)
     background_model = np.zeros((1, 65), np.float64)
     foreground_model = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(GRABCUT_SEED)  # this thread's RNG only
     try:
         cv2.grabCut(region, mask, local_rect, background_model, foreground_model,
                     iterations, cv2.GC_INIT_WITH_RECT)

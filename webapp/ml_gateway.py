@@ -27,6 +27,7 @@ from ml.index import IndexCorruptError, VectorIndex
 from ml.interfaces import ImageEmbedder, ItemDetector
 from ml.rerank.attributes import AttributePredictor
 from ml.rerank.fusion import FusionModel
+from ml.rerank.memo import QueryEvidenceMemo
 from ml.rerank.ocr import OcrEngine, OcrUnavailable
 from ml.rerank.ocr import default_engine as ocr_engine
 from ml.rerank.stage import RerankConfig, Reranker
@@ -191,14 +192,16 @@ def gallery_outcomes(
     gallery_image_ids: Sequence[int] | None = None,
     crops: Sequence[Sequence[Image.Image]] | None = None,
     model_ref: str | None = None,
+    memo: QueryEvidenceMemo | None = None,
 ) -> list[QueryOutcome]:
     """Labelled queries ranked against an in-memory gallery exactly as a match ranks them
     (same depth rule and fusion, and, given the gallery's SKUImage ids and each group's crops,
-    the same re-ranking): the gate's per-query figures."""
+    the same re-ranking): the gate's per-query figures. ``memo`` keeps the query crops'
+    features and words for the next call on the same photos."""
     step = inputs = None
     if settings.RERANK and gallery_image_ids is not None and crops is not None:
         step = gallery_rerank_step(gallery_image_ids, gallery_labels,
-                                   model_ref or default_model_ref())
+                                   model_ref or default_model_ref(), memo=memo)
         inputs = _EvidenceOnDemand(crops)
     return query_outcomes(
         gallery_vectors, gallery_labels, query_vectors, query_labels, groups,
@@ -572,8 +575,15 @@ def reference_store_publish(name: str, ids: Sequence[int], *, parent: str | None
     return len(computed)
 
 
+def query_evidence_memo() -> QueryEvidenceMemo:
+    """Keeps query crops' local features and OCR words while the same photos are re-ranked
+    again (the gate ranks each held-out request four times)."""
+    return QueryEvidenceMemo()
+
+
 def gallery_rerank_step(
-    image_ids: Sequence[int], labels: np.ndarray, model_ref: str
+    image_ids: Sequence[int], labels: np.ndarray, model_ref: str,
+    *, memo: QueryEvidenceMemo | None = None,
 ) -> RerankStep:
     """The evidence stage over an in-memory gallery whose reference ids are row numbers
     (the gate's): each row gets its SKUImage's evidence, from the active index's store."""
@@ -598,6 +608,7 @@ def gallery_rerank_step(
         config, store=ReferenceStore.from_evidence(by_row), fusion=_active_fusion(),
         ocr=_ocr_engine() if config.text else None,
         attributes=_attribute_predictor(model_ref) if config.attributes else None,
+        memo=memo,
     )
     rows_of: dict[int, list[int]] = {}
     for row, sku in enumerate(np.asarray(labels).tolist()):

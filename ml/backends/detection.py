@@ -13,6 +13,7 @@ then one score per class.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,8 +235,11 @@ class LeanYolo:
         import torch
         from ultralytics.utils import nms, ops
 
+        # No deadline: ultralytics stops after 2 s + 0.05 s an image and leaves the rest of
+        # the batch without detections, so on a busy CPU items fell back to the full frame.
         kept = nms.non_max_suppression(
-            torch.from_numpy(raw), self.min_confidence, NMS_IOU, max_det=MAX_DETECTIONS
+            torch.from_numpy(raw), self.min_confidence, NMS_IOU, max_det=MAX_DETECTIONS,
+            max_time_img=math.inf,
         )
         out = []
         for detections, shape in zip(kept, shapes, strict=True):

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 
 from ml.rerank import spatial
 from ml.rerank.attributes import (
@@ -35,6 +36,7 @@ from ml.rerank.attributes import (
     soft_attribute_agreement,
 )
 from ml.rerank.fusion import DEFAULT_FUSION, FusionModel
+from ml.rerank.memo import QueryEvidenceMemo
 from ml.rerank.ocr import OcrEngine, read_all
 from ml.rerank.store import ReferenceStore
 from ml.rerank.text import match_words, vocabulary
@@ -102,6 +104,8 @@ class Reranker:
         fusion: the calibrated combination (default: the measured :data:`DEFAULT_FUSION`).
         ocr: reads the query crops (None: no text evidence from the photos).
         attributes: the model's attribute heads (None: no attribute evidence).
+        memo: keeps query crops' features and words for re-ranking the same photos again
+            (the gate); None computes them for every query.
     """
 
     def __init__(
@@ -112,12 +116,14 @@ class Reranker:
         fusion: FusionModel | None = None,
         ocr: OcrEngine | None = None,
         attributes: AttributePredictor | None = None,
+        memo: QueryEvidenceMemo | None = None,
     ) -> None:
         self.config = config or RerankConfig()
         self.store = store
         self.fusion = fusion or DEFAULT_FUSION
         self.ocr = ocr
         self.attributes = attributes
+        self.memo = memo
 
     def rerank(
         self,
@@ -161,7 +167,7 @@ class Reranker:
         if cfg.spatial and self.store is not None and len(self.store):
             started = time.perf_counter()
             if query_features is None:
-                query_features = [spatial.extract(crop) for crop in query.crops]
+                query_features = [self._features(crop) for crop in query.crops]
             spatial_ev = self._verify(query_features, references)
             timings["rerank_spatial"] = (time.perf_counter() - started) * 1000
 
@@ -171,8 +177,7 @@ class Reranker:
         ):
             started = time.perf_counter()
             if ocr_words is None:
-                assert self.ocr is not None
-                ocr_words, _ms = read_all(self.ocr, query.crops)
+                ocr_words = self._read(query.crops)
             vocabularies = [
                 vocabulary(entry, self._reference_words(references[i]))
                 for i, entry in enumerate(entries)
@@ -238,6 +243,19 @@ class Reranker:
         return RerankResult(ranked, ordered_evidence, confident, timings)
 
     # ----- helpers -------------------------------------------------------------------------
+
+    def _features(self, crop: Image.Image) -> LocalFeatures:
+        if self.memo is None:
+            return spatial.extract(crop)
+        return self.memo.features(crop, spatial.extract)
+
+    def _read(self, crops: Sequence[Image.Image]) -> list[OcrWord]:
+        ocr = self.ocr
+        assert ocr is not None
+        if self.memo is None:
+            return read_all(ocr, crops)[0]
+        return [OcrWord(w.text, w.confidence, w.box, i)
+                for i, crop in enumerate(crops) for w in self.memo.words(crop, ocr.read)]
 
     def close_call(self, head: Sequence[SkuScore]) -> bool:
         """The first two candidates are close enough that reading text is worth its cost."""

@@ -36,6 +36,7 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.INDEX_DIR = tmp_path / "index"
+    settings.ISOLATION_CACHE_DIR = tmp_path / "isolations"
     celery_app.conf.task_always_eager = True
     ml_gateway.active_index.forget()
     yield

@@ -35,13 +35,13 @@ pytestmark = pytest.mark.django_db
 def embedded(monkeypatch) -> list[int]:
     """Counts every image the gateway embeds for the index (reference images)."""
     calls: list[int] = []
-    original = ml_gateway.embed_items
+    original = ml_gateway.embed_crops
 
-    def counting(images, **kwargs):
-        calls.append(len(images))
-        return original(images, **kwargs)
+    def counting(crops, **kwargs):
+        calls.append(len(crops))
+        return original(crops, **kwargs)
 
-    monkeypatch.setattr(ml_gateway, "embed_items", counting)
+    monkeypatch.setattr(ml_gateway, "embed_crops", counting)
     return calls
 
 

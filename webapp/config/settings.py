@@ -226,6 +226,11 @@ SEARCH_MAX_WORDS = env_int("SKULENS_SEARCH_MAX_WORDS", 8)
 # Matching.
 EMBEDDING_MODEL = env_str("SKULENS_EMBEDDING_MODEL", "efficientnet_lite0")
 INDEX_DIR = Path(env_str("SKULENS_INDEX_DIR", str(VAR_DIR / "index")))
+# Reference images' boxes and masks by content and isolator (webapp.catalog.isolations):
+# a cache that spares re-isolating the catalogue for every model that embeds it.
+ISOLATION_CACHE_DIR = Path(
+    env_str("SKULENS_ISOLATION_CACHE_DIR", str(VAR_DIR / "cache" / "isolations"))
+)
 MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
 # Queued requests a worker runs through the model together (one detector call, one embedding
 # pass); 1 turns batching off.

@@ -28,12 +28,14 @@ from PIL import Image
 from ml.images import ImageDecodeError, load_rgb
 from ml.types import QueryOutcome
 from webapp import ml_gateway
+from webapp.catalog.isolations import reference_crops
 from webapp.catalog.models import SKUImage
 from webapp.learning.dataset import LabelledRequest, is_holdout, labelled_requests
 from webapp.learning.gate_rule import Check, gate_decide
 from webapp.learning.models import ModelVersion
 from webapp.learning.selectors import live_model_ref
 from webapp.matching.models import QueryPhoto
+from webapp.ml_gateway import QueryEvidenceMemo
 from webapp.review.crops import query_photo_crop
 
 logger = logging.getLogger(__name__)
@@ -102,23 +104,25 @@ def _gallery_vectors(gallery: Gallery, model_ref: str) -> np.ndarray:
     )
     todo = [i for i in gallery.image_ids if stored.get(i) is None]
     fresh: dict[int, np.ndarray] = {}
-    by_classes: dict[tuple[str, ...], list[tuple[int, Image.Image]]] = defaultdict(list)
+    by_classes: dict[tuple[str, ...], list[SKUImage]] = defaultdict(list)
     images = SKUImage.objects.filter(pk__in=todo).select_related("sku__series__brand__category")
     for image in images:
-        try:
-            with image.image.open("rb") as handle:
-                picture = load_rgb(handle.read())
-        except (ImageDecodeError, OSError) as exc:
-            logger.warning("gate: reference %s unreadable: %s", image.pk, exc)
-            picture = Image.new("RGB", (32, 32), (127, 127, 127))
-        classes = tuple(image.sku.series.brand.category.detection_classes)
-        by_classes[classes].append((image.pk, picture))
+        by_classes[tuple(image.sku.series.brand.category.detection_classes)].append(image)
     for classes, group in by_classes.items():
         for start in range(0, len(group), 32):
             chunk = group[start : start + 32]
-            vectors = ml_gateway.embed_items([p for _, p in chunk], classes=classes,
-                                             model_ref=model_ref)
-            fresh.update({pk: v for (pk, _), v in zip(chunk, vectors, strict=True)})
+            pictures = []
+            for image in chunk:
+                try:
+                    with image.image.open("rb") as handle:
+                        pictures.append(load_rgb(handle.read()))
+                except (ImageDecodeError, OSError) as exc:
+                    logger.warning("gate: reference %s unreadable: %s", image.pk, exc)
+                    pictures.append(Image.new("RGB", (32, 32), (127, 127, 127)))
+            # Isolated once for both models (and the publish after a promotion).
+            crops = reference_crops(pictures, [i.checksum for i in chunk], classes=classes)
+            vectors = ml_gateway.embed_crops(crops, model_ref=model_ref)
+            fresh.update({i.pk: v for i, v in zip(chunk, vectors, strict=True)})
     return np.stack([
         np.frombuffer(bytes(stored[i]), dtype=np.float32) if stored.get(i) is not None
         else np.asarray(fresh[i], dtype=np.float32)
@@ -166,6 +170,7 @@ def request_outcomes(
     *,
     cold: bool = False,
     top_k: int = 4,
+    memo: QueryEvidenceMemo | None = None,
 ) -> list[QueryOutcome]:
     """Per request (its photos fused into one query, as in matching): the ranking and AP@R.
 
@@ -188,7 +193,7 @@ def request_outcomes(
         crops = _RequestCrops(requests)
     return ml_gateway.gallery_outcomes(
         gallery_vectors, gallery.labels, vectors, labels, groups, allowed=allowed, top_k=top_k,
-        gallery_image_ids=gallery.image_ids, crops=crops, model_ref=model_ref,
+        gallery_image_ids=gallery.image_ids, crops=crops, model_ref=model_ref, memo=memo,
     )
 
 
@@ -199,10 +204,12 @@ def _outcomes(
     model_ref: str,
     *,
     cold: bool = False,
+    memo: QueryEvidenceMemo | None = None,
 ) -> dict[str, np.ndarray]:
     """Per query: hit@1, hit@4 and AP@R, kept per query so the gate can compare two models
     query by query."""
-    outcomes = request_outcomes(requests, gallery, gallery_vectors, model_ref, cold=cold)
+    outcomes = request_outcomes(requests, gallery, gallery_vectors, model_ref, cold=cold,
+                                memo=memo)
     return {
         "r1": np.asarray([float(o.hit(1)) for o in outcomes]),
         "r4": np.asarray([float(o.hit(4)) for o in outcomes]),
@@ -219,9 +226,11 @@ def evaluation_sets() -> tuple[list[LabelledRequest], list[LabelledRequest]]:
 
 
 def model_figures(
-    model_ref: str, *, progress: Progress | None = None
+    model_ref: str, *, progress: Progress | None = None, memo: QueryEvidenceMemo | None = None
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every figure the gate compares for one model, and the per-query outcomes behind them."""
+    """Every figure the gate compares for one model, and the per-query outcomes behind them.
+    ``memo`` keeps the query photos' evidence features from one ranking to the next."""
+    memo = memo if memo is not None else ml_gateway.query_evidence_memo()
     holdout, replay = evaluation_sets()
     gallery = gallery_images()
     if progress:
@@ -229,9 +238,9 @@ def model_figures(
     vectors = _gallery_vectors(gallery, model_ref)
     if progress:
         progress(f"embedding {len(holdout)} held-out and {len(replay)} replay requests")
-    held = _outcomes(holdout, gallery, vectors, model_ref)
-    cold = _outcomes(holdout, gallery, vectors, model_ref, cold=True)
-    again = _outcomes(replay, gallery, vectors, model_ref)
+    held = _outcomes(holdout, gallery, vectors, model_ref, memo=memo)
+    cold = _outcomes(holdout, gallery, vectors, model_ref, cold=True, memo=memo)
+    again = _outcomes(replay, gallery, vectors, model_ref, memo=memo)
     per_query = {
         "holdout_r1": held["r1"], "holdout_r4": held["r4"], "holdout_map_r": held["map_r"],
         "holdout_cold_r1": cold["r1"], "holdout_cold_r4": cold["r4"],
@@ -245,8 +254,9 @@ def gate_evaluate(*, candidate_ref: str, progress: Progress | None = None) -> Ga
     started = time.perf_counter()
     live_ref = live_model_ref()
     holdout, replay = evaluation_sets()
-    live, live_q = model_figures(live_ref, progress=progress)
-    cand, cand_q = model_figures(candidate_ref, progress=progress)
+    memo = ml_gateway.query_evidence_memo()  # both models re-rank the same photos
+    live, live_q = model_figures(live_ref, progress=progress, memo=memo)
+    cand, cand_q = model_figures(candidate_ref, progress=progress, memo=memo)
     passed, reasons, checks = gate_decide(
         live, cand, holdout_queries=len(holdout), tolerance=settings.GATE_TOLERANCE,
         min_gain=settings.GATE_MIN_GAIN, min_holdout=settings.GATE_MIN_HOLDOUT,

@@ -21,6 +21,7 @@ from PIL import Image
 from ml.images import ImageDecodeError, load_rgb
 from ml.index import INDEX_FILE, IndexCorruptError, VectorIndex
 from webapp import ml_gateway
+from webapp.catalog.isolations import reference_crops
 from webapp.catalog.models import SKUImage
 from webapp.catalog.selectors import indexable_images
 from webapp.learning import artifacts
@@ -55,9 +56,10 @@ def reference_embeddings_refresh(*, model_ref: str, batch_size: int = EMBED_BATC
             classes = tuple(reference.sku.series.brand.category.detection_classes)
             by_classes[classes].append((reference, image))
         for classes, group in by_classes.items():
-            vectors = ml_gateway.embed_items(
-                [image for _, image in group], classes=classes, model_ref=model_ref
+            crops = reference_crops(
+                [image for _, image in group], [r.checksum for r, _ in group], classes=classes
             )
+            vectors = ml_gateway.embed_crops(crops, model_ref=model_ref)
             for (reference, _), vector in zip(group, vectors, strict=True):
                 reference.embedding = np.asarray(vector, dtype=np.float32).tobytes()
                 reference.embedding_model = version
