@@ -5,14 +5,7 @@ import logging
 from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
-from webapp.learning.promotion import promotion_execute, promotion_fail
-from webapp.learning.retention import artifacts_prune
 from webapp.learning.services import index_publish
-from webapp.learning.training import (
-    training_run_execute,
-    training_run_fail,
-    training_run_maybe_trigger,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +28,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
     max_retries=3, ignore_result=True,
 )
 def train_model(self: Task, run_id: int) -> None:
+    from webapp.learning.training import training_run_execute, training_run_fail
+
     try:
         training_run_execute(run_id=run_id)
     except TRANSIENT_ERRORS as exc:
@@ -53,6 +48,8 @@ def train_model(self: Task, run_id: int) -> None:
     max_retries=3, ignore_result=True,
 )
 def promote_model(self: Task, promotion_id: int) -> None:
+    from webapp.learning.promotion import promotion_execute, promotion_fail
+
     try:
         promotion_execute(promotion_id=promotion_id)
     except TRANSIENT_ERRORS as exc:
@@ -70,6 +67,8 @@ def promote_model(self: Task, promotion_id: int) -> None:
 @shared_task(name="learning.prune_artifacts", acks_late=True, ignore_result=True)
 def prune_artifacts() -> int:
     """Daily and after each promotion: the retention policy (webapp.learning.retention)."""
+    from webapp.learning.retention import artifacts_prune
+
     report = artifacts_prune()
     return len(report.index_versions) + len(report.checkpoints)
 
@@ -77,5 +76,7 @@ def prune_artifacts() -> int:
 @shared_task(name="learning.check_retraining", acks_late=True, ignore_result=True)
 def check_retraining() -> int | None:
     """Celery beat: start a run once enough new resolved bad cases have gathered."""
+    from webapp.learning.training import training_run_maybe_trigger
+
     run = training_run_maybe_trigger()
     return run.pk if run else None
