@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import grimp
@@ -103,3 +104,21 @@ def test_no_new_import_circle_in_webapp() -> None:
     new = [sorted(c) for c in _circles(graph, "webapp")
            if not any(c <= known for known in KNOWN_CIRCLES)]
     assert not new, f"import circles (counting imports inside functions): {new}"
+
+
+def test_every_gateway_name_resolves_to_its_module() -> None:
+    from webapp import ml_gateway
+
+    for name in ml_gateway.__all__:
+        module = import_module(f"webapp.ml_gateway.{ml_gateway._EXPORTS[name]}")
+        assert getattr(ml_gateway, name) is getattr(module, name), name
+
+
+def test_settings_choices_load_without_the_models() -> None:
+    """Settings validates its names against the gateway's choices: that loads no torch."""
+    code = ("import sys; import webapp.ml_gateway.choices; "
+            "print(sorted({'torch', 'faiss', 'cv2'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
