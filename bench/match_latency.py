@@ -156,12 +156,12 @@ class _Runtime:
     def __call__(self):
         from unittest import mock
 
-        from webapp import ml_gateway
+        from webapp.ml_gateway import runtime  # where the gateway looks both up
 
         stack = ExitStack()
-        stack.enter_context(mock.patch.object(ml_gateway, "detector", lambda: self.detector))
+        stack.enter_context(mock.patch.object(runtime, "detector", lambda: self.detector))
         stack.enter_context(
-            mock.patch.object(ml_gateway, "_embedder", lambda model_ref: self.embedder)
+            mock.patch.object(runtime, "_embedder", lambda model_ref: self.embedder)
         )
         return stack
 
@@ -169,7 +169,7 @@ class _Runtime:
 def _load_runtimes(names: list[str]) -> dict[str, _Runtime]:
     from django.conf import settings
 
-    from webapp import ml_gateway
+    from webapp.ml_gateway import runtime
 
     defaults = (settings.DETECTOR_BACKEND, settings.EMBED_BACKEND)
     loaded = {}
@@ -178,9 +178,9 @@ def _load_runtimes(names: list[str]) -> dict[str, _Runtime]:
             "today": ("ultralytics", "torch"), "auto": defaults,
         }.get(name) or tuple(name.split(":"))
         settings.DETECTOR_BACKEND, settings.EMBED_BACKEND = detector_backend, embed_backend
-        ml_gateway.detector.cache_clear()
-        ml_gateway._embedder.cache_clear()
-        detector, embedder = ml_gateway.detector(), ml_gateway.embedder()
+        runtime.detector.cache_clear()
+        runtime._embedder.cache_clear()
+        detector, embedder = runtime.detector(), runtime.embedder()
         label = (f"detector {getattr(detector, 'backend', 'none')}, "
                  f"embedding {embedder.backend}")
         loaded[name] = _Runtime(label, detector, embedder)

@@ -1,8 +1,9 @@
 """Never half-saved, never stuck: tasks are sent after commit, and what a lost message left
 behind is found again.
 
-`enqueue_on_commit` sends a task once the transaction commits and, if the broker is down,
-logs it and carries on: the row is committed (the upload answers 202) and stays QUEUED.
+`enqueue_on_commit` (webapp.enqueue) sends a task once the transaction commits and, if the
+broker is down, logs it and carries on: the row is committed (the upload answers 202) and stays
+QUEUED.
 `stuck_work_sweep` runs from Celery beat (`sweep-stuck-work`, every SKULENS_SWEEP_INTERVAL_S)
 and re-sends the task of every row that waits for one:
 - match requests QUEUED whose last message is older than SKULENS_REQUEUE_AFTER_S, and RUNNING
@@ -12,6 +13,7 @@ and re-sends the task of every row that waits for one:
   isolation) left QUEUED, or RUNNING past their staleness;
 - the search index, when the catalogue has changed and no sync is under way.
 Every task guards on its row's status, so a message sent twice still does the work once.
+Tasks are named, not imported: the apps' tasks import the services that import this module.
 """
 
 from __future__ import annotations
@@ -24,32 +26,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from webapp.enqueue import enqueue_now, enqueue_on_commit, registered_task
+
+__all__ = ["SweepReport", "enqueue_now", "enqueue_on_commit", "stuck_work_sweep"]
+
 logger = logging.getLogger(__name__)
-
-
-def enqueue_now(task: Any, *args: Any) -> bool:
-    """Send `task(*args)`; False (logged) when the broker cannot be reached."""
-    if task.app.conf.task_always_eager:  # debugging and tests: run here, errors propagate
-        task.apply_async(args)
-        return True
-    try:
-        task.apply_async(args, retry=True, retry_policy={"max_retries": 2,
-                                                         "interval_start": 0.2,
-                                                         "interval_step": 0.5})
-    except Exception as exc:  # noqa: BLE001 - kombu/redis raise many kinds; the sweeper resends
-        logger.warning("could not send %s%s (%s: %s); the sweeper will send it again",
-                       task.name, args, type(exc).__name__, exc)
-        return False
-    return True
-
-
-def enqueue_on_commit(task: Any, *args: Any) -> None:
-    """Send the task once the current transaction commits; a broker failure loses nothing."""
-    transaction.on_commit(lambda: enqueue_now(task, *args))
 
 
 @dataclass
@@ -76,7 +60,6 @@ def _resend(report: SweepReport, kind: str, pks: list[int], send: Callable[[int]
 
 def _sweep_matches(report: SweepReport) -> None:
     from webapp.matching.models import MatchRequest
-    from webapp.matching.tasks import run_match
 
     waiting = Q(status=MatchRequest.Status.QUEUED) & (
         Q(enqueued_at__lt=_ago(settings.REQUEUE_AFTER_S))
@@ -87,6 +70,7 @@ def _sweep_matches(report: SweepReport) -> None:
         | Q(heartbeat_at__isnull=True, started_at__lt=_ago(settings.MATCH_STALE_S))
     )
     limit = settings.SWEEP_BATCH
+    run_match = registered_task("matching.run_match")
     for kind, condition in (("match", waiting), ("match_orphaned", orphaned)):
         pks = list(MatchRequest.objects.filter(condition).order_by("created_at")
                    .values_list("pk", flat=True)[:limit])
@@ -103,7 +87,6 @@ def _sweep_matches(report: SweepReport) -> None:
 
 def _sweep_training_runs(report: SweepReport) -> None:
     from webapp.learning.models import TrainingRun
-    from webapp.learning.tasks import train_model
     from webapp.learning.training import STALE_AFTER
 
     stuck = TrainingRun.objects.filter(
@@ -111,37 +94,34 @@ def _sweep_training_runs(report: SweepReport) -> None:
         | Q(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=timezone.now() - STALE_AFTER)
     ).filter(cancel_requested=False)
     _resend(report, "training_run", list(stuck.values_list("pk", flat=True)),
-            lambda pk: enqueue_now(train_model, pk))
+            lambda pk: enqueue_now(registered_task("learning.train_model"), pk))
 
 
 def _sweep_promotions(report: SweepReport) -> None:
     from webapp.learning.models import Promotion
-    from webapp.learning.tasks import promote_model
 
     stuck = Promotion.objects.filter(
         Q(status=Promotion.Status.QUEUED, created_at__lt=_ago(settings.REQUEUE_AFTER_S))
         | Q(status=Promotion.Status.RUNNING, started_at__lt=_ago(settings.LONG_TASK_STALE_S))
     )
     _resend(report, "promotion", list(stuck.values_list("pk", flat=True)),
-            lambda pk: enqueue_now(promote_model, pk))
+            lambda pk: enqueue_now(registered_task("learning.promote_model"), pk))
 
 
 def _sweep_duplicate_scans(report: SweepReport) -> None:
     from webapp.catalog.models import DuplicateScan
-    from webapp.catalog.tasks import scan_duplicates
 
     stuck = DuplicateScan.objects.filter(
         Q(status=DuplicateScan.Status.QUEUED, created_at__lt=_ago(settings.REQUEUE_AFTER_S))
         | Q(status=DuplicateScan.Status.RUNNING, created_at__lt=_ago(settings.LONG_TASK_STALE_S))
     )
     _resend(report, "duplicate_scan", list(stuck.values_list("pk", flat=True)),
-            lambda pk: enqueue_now(scan_duplicates, pk))
+            lambda pk: enqueue_now(registered_task("catalog.scan_duplicates"), pk))
 
 
 def _sweep_history_imports(report: SweepReport) -> None:
     from webapp.history.models import HistoryImport
     from webapp.history.services import STALE_AFTER
-    from webapp.history.tasks import isolate_photos, run_import
 
     status, isolation = HistoryImport.Status, HistoryImport.Isolation
     queued = _ago(settings.REQUEUE_AFTER_S)
@@ -151,13 +131,13 @@ def _sweep_history_imports(report: SweepReport) -> None:
         | Q(status__in=(status.PLANNING, status.APPLYING), heartbeat_at__lt=stale)
     )
     _resend(report, "history_import", list(waiting.values_list("pk", flat=True)),
-            lambda pk: enqueue_now(run_import, pk))
+            lambda pk: enqueue_now(registered_task("history.run_import"), pk))
     isolating = HistoryImport.objects.filter(
         Q(isolation=isolation.QUEUED, created_at__lt=queued)
         | Q(isolation=isolation.RUNNING, isolation_heartbeat_at__lt=stale)
     )
     _resend(report, "history_isolation", list(isolating.values_list("pk", flat=True)),
-            lambda pk: enqueue_now(isolate_photos, pk))
+            lambda pk: enqueue_now(registered_task("history.isolate_photos"), pk))
 
 
 INDEX_SYNC_SENT = "skulens:index-sync-sent"
@@ -167,13 +147,12 @@ def _sweep_index(report: SweepReport) -> None:
     """A catalogue change whose sync message was lost: send one sync (at most one per
     REQUEUE_AFTER_S, so a sync that is still running is not sent again and again)."""
     from webapp.catalog.index_status import index_status
-    from webapp.learning.tasks import sync_index
 
     status = index_status()
     if status.expected == 0 or status.in_sync:
         return
     if cache.add(INDEX_SYNC_SENT, 1, timeout=settings.REQUEUE_AFTER_S) and enqueue_now(
-        sync_index
+        registered_task("learning.sync_index")
     ):
         report.add("index_sync", 0)
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from ml.model import build_model, save_checkpoint
-from webapp import ml_gateway
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU
 from webapp.catalog.services import catalogue_import
@@ -40,7 +39,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture
 def fast_isolation(settings, monkeypatch) -> Iterator[None]:
     """Full-frame items: the detector and GrabCut are tested elsewhere."""
-    monkeypatch.setattr(ml_gateway, "detector", lambda: None)
+    monkeypatch.setattr("webapp.ml_gateway.runtime.detector", lambda: None)  # isolator() calls it
     settings.SEGMENTATION = "none"
     gate._QUERY_CACHE.clear()
     yield

@@ -50,7 +50,7 @@ def detector(monkeypatch, settings, tmp_path) -> _CentreDetector:
     settings.ISOLATION_CACHE_DIR = tmp_path / "isolations"
     settings.SEGMENTATION = "grabcut"
     found = _CentreDetector()
-    monkeypatch.setattr(ml_gateway, "detector", lambda: found)
+    monkeypatch.setattr(ml_gateway.runtime, "detector", lambda: found)  # where isolator() looks
     return found
 
 

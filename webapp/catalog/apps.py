@@ -6,4 +6,7 @@ class CatalogConfig(AppConfig):
     label = "catalog"
 
     def ready(self) -> None:
-        from webapp.catalog import signals  # noqa: F401 - connects the search receivers
+        from webapp.catalog import (
+            signals,  # noqa: F401 - connects the search receivers
+            tasks,  # noqa: F401 - registers what services send by name
+        )

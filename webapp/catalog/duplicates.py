@@ -19,12 +19,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ml.index import VectorIndex
+from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, DuplicatePair, DuplicateScan, SKUImage
 from webapp.catalog.selectors import indexable_images
 from webapp.catalog.services import Actor, CatalogueError, MergeSummary, sku_merge
-from webapp.sweeper import enqueue_on_commit
+from webapp.enqueue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,10 @@ def _neighbour_pairs(
     ids: np.ndarray, vectors: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row i [m], row j [m], cosine [m]) for i < j among each row's nearest neighbours."""
-    index = VectorIndex.build(ids, vectors)
     position = {int(identifier): row for row, identifier in enumerate(ids)}
     k = min(NEIGHBOURS + 1, len(ids))
     rows_i, rows_j, cosines = [], [], []
-    for start in range(0, len(ids), QUERY_CHUNK):
-        cos, found = index.search(vectors[start : start + QUERY_CHUNK], k)
+    for start, cos, found in ml_gateway.neighbours(ids, vectors, k=k, chunk=QUERY_CHUNK):
         for offset in range(len(cos)):
             i = start + offset
             for c, identifier in zip(cos[offset], found[offset], strict=True):
@@ -182,8 +180,6 @@ def duplicate_pairs_store(*, found: list[FoundPair]) -> int:
 
 def duplicate_scan_request(*, actor: Actor, threshold: float | None = None) -> DuplicateScan:
     """A scan row, computed by the `catalog.scan_duplicates` task once this commits."""
-    from webapp.catalog.tasks import scan_duplicates
-
     threshold = duplicate_threshold() if threshold is None else threshold
     if not 0.5 <= threshold < 1.0:
         raise CatalogueError("The threshold must be between 0.5 and 1.")
@@ -192,7 +188,8 @@ def duplicate_scan_request(*, actor: Actor, threshold: float | None = None) -> D
             requested_by=actor if actor is not None and actor.is_authenticated else None,
             threshold=threshold,
         )
-        enqueue_on_commit(scan_duplicates, scan.pk)  # a lost message: the sweeper resends
+        # By name: catalog.tasks imports this module (a lost message: the sweeper resends).
+        enqueue_on_commit("catalog.scan_duplicates", scan.pk)
     return scan
 
 

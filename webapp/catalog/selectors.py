@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator, Sequence
+
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models.fields.files import FieldFile
 
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
 from webapp.catalog.search import sku_text_filter, sku_text_rank
+from webapp.ml_gateway.sources import ReferenceImage, SkuDescription
 
 
 def sku_search(*, query: str = "", limit: int = 20) -> list[SKU]:
@@ -134,3 +138,61 @@ def sku_attribute_keys() -> list[str]:
             keys.update(str(key) for key in attributes)
     extra = sorted(k for k in keys - set(SKU_FIELD_ATTRIBUTES) - PROSE_ATTRIBUTE_KEYS if k.strip())
     return [*SKU_FIELD_ATTRIBUTES, *extra]
+
+
+# ----- what the ml gateway reads (installed as its readers by webapp.learning.apps) -------
+
+
+def active_sku_of(reference_ids: Collection[int]) -> dict[int, int]:
+    """Reference id -> SKU id for references of active SKUs: a SKU deactivated since the last
+    index sync must not be offered."""
+    return dict(
+        SKUImage.objects.filter(id__in=list(reference_ids), sku__is_active=True)
+        .values_list("id", "sku_id")
+    )
+
+
+def sku_descriptions(sku_ids: Sequence[int]) -> dict[int, SkuDescription]:
+    """The SKUs' text and attributes as the re-ranking stage compares them."""
+    entries = {}
+    for sku in SKU.objects.filter(id__in=sku_ids).select_related("series__brand__category"):
+        attributes = {k: str(v) for k, v in (sku.attributes or {}).items()
+                      if k != "description" and v not in (None, "")}
+        attributes.update({k: v for k, v in (("colour", sku.colour), ("material", sku.material),
+                                             ("size", sku.size)) if v})
+        entries[sku.id] = SkuDescription(
+            sku_id=sku.id,
+            name=sku.name,
+            category=sku.series.brand.category.name,
+            brand=sku.series.brand.name,
+            series=sku.series.name,
+            description=str((sku.attributes or {}).get("description", "")),
+            attributes=attributes,
+        )
+    return entries
+
+
+def sku_reference_ids(sku_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Each SKU's indexable reference images, catalogue images first."""
+    out: dict[int, list[int]] = {}
+    rows = indexable_images().filter(sku_id__in=sku_ids).order_by("sku_id", "position", "id")
+    for image_id, sku_id in rows.values_list("id", "sku_id"):
+        out.setdefault(sku_id, []).append(image_id)
+    return out
+
+
+def _reader(field: FieldFile) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with field.open("rb") as handle:
+            return handle.read()
+
+    return read
+
+
+def reference_images(image_ids: Sequence[int]) -> Iterator[ReferenceImage]:
+    """The reference images with these ids, each read only when asked."""
+    rows = SKUImage.objects.filter(id__in=list(image_ids)).only("id", "image", "source",
+                                                                "checksum")
+    for image in rows:
+        yield ReferenceImage(image.id, image.checksum or "",
+                             image.source == SKUImage.Source.CATALOGUE, _reader(image.image))

@@ -10,10 +10,14 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from ml.backends import DETECTOR_BACKENDS, EMBED_BACKENDS
-from ml.fuse import DEFAULT_STRATEGY, STRATEGIES
-from ml.rerank.types import EVIDENCE_KINDS
 from webapp.config.env import env_bool, env_float, env_int, env_secret, env_str
+from webapp.ml_gateway.choices import (
+    DEFAULT_FUSION_STRATEGY,
+    DETECTOR_BACKENDS,
+    EMBED_BACKENDS,
+    EVIDENCE_KINDS,
+    FUSION_STRATEGIES,
+)
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 VAR_DIR = Path(env_str("SKULENS_VAR_DIR", str(BASE_DIR / "var")))
@@ -236,10 +240,10 @@ MATCH_TOP_K = env_int("SKULENS_TOP_K", 8)
 # pass); 1 turns batching off.
 MATCH_BATCH = max(1, env_int("SKULENS_MATCH_BATCH", 8))
 # How several photos and references become one score per SKU (ml.fuse.STRATEGIES).
-FUSION_STRATEGY = env_str("SKULENS_FUSION", DEFAULT_STRATEGY)
-if FUSION_STRATEGY not in STRATEGIES:
+FUSION_STRATEGY = env_str("SKULENS_FUSION", DEFAULT_FUSION_STRATEGY)
+if FUSION_STRATEGY not in FUSION_STRATEGIES:
     raise ImproperlyConfigured(
-        f"SKULENS_FUSION must be one of {', '.join(STRATEGIES)}, not {FUSION_STRATEGY!r}"
+        f"SKULENS_FUSION must be one of {', '.join(FUSION_STRATEGIES)}, not {FUSION_STRATEGY!r}"
     )
 # Re-ranking (ml.rerank): the first RERANK_TOP_K candidates checked with local features, text on
 # the item, attribute heads and what the appraiser typed, fused into a calibrated probability.

@@ -26,7 +26,7 @@ from pathlib import Path
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from ml.datasets import read_grocery_split
+from webapp import ml_gateway
 from webapp.catalog.importing import CatalogueFormatError, grocery_sku_code, safe_relative_path
 
 HISTORY_CSV_NAME = "history.csv"
@@ -138,7 +138,8 @@ def grocery_history_rows(
                                    "dataset?")
     taken: dict[int, int] = {}
     rows = []
-    for line, (path, product, _coarse) in enumerate(read_grocery_split(root, "train"), start=1):
+    train = ml_gateway.grocery_split(root, "train")
+    for line, (path, product, _coarse) in enumerate(train, start=1):
         if products is not None and product not in products:
             continue
         if per_product is not None and taken.get(product, 0) >= per_product:

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp.audit.services import audit_record
+from webapp.enqueue import enqueue_on_commit
 from webapp.learning.gate import model_version_gate
 from webapp.learning.models import ModelVersion, Promotion
 from webapp.learning.registry import model_version_register_live
@@ -33,10 +34,8 @@ class PromotionError(ValueError):
 
 
 def _enqueue(promotion_id: int) -> None:
-    from webapp.learning.tasks import promote_model
-    from webapp.sweeper import enqueue_on_commit
-
-    enqueue_on_commit(promote_model, promotion_id)  # a lost message: the sweeper resends
+    # By name: tasks import this module, not the other way (a lost message: the sweeper resends)
+    enqueue_on_commit("learning.promote_model", promotion_id)
 
 
 def promotion_kind(model: ModelVersion) -> str:

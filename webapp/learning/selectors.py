@@ -4,10 +4,37 @@ from django.db.models import QuerySet
 
 from webapp import ml_gateway
 from webapp.learning.models import IndexVersion, ModelVersion, Promotion, TrainingRun
+from webapp.ml_gateway.sources import IndexFiles
 
 
 def active_index_version() -> IndexVersion | None:
     return IndexVersion.objects.filter(is_active=True).first()
+
+
+# ----- what the ml gateway loads (installed as its readers by webapp.learning.apps) -------
+
+
+def _index_files(version: IndexVersion) -> IndexFiles:
+    return IndexFiles(version.name, version.vector_count, version.model_ref)
+
+
+def active_index_files() -> IndexFiles | None:
+    """The active index version's files, as the gateway loads them."""
+    version = active_index_version()
+    return _index_files(version) if version is not None else None
+
+
+def earlier_index_files(name: str, *, limit: int = 5) -> list[IndexFiles]:
+    """Ready versions of the same model as version `name`, older than it, newest first."""
+    version = IndexVersion.objects.filter(name=name).first()
+    if version is None:
+        return []
+    earlier = IndexVersion.objects.filter(
+        status=IndexVersion.Status.READY,
+        model_version=version.model_version,
+        created_at__lt=version.created_at,
+    ).order_by("-created_at")[:limit]
+    return [_index_files(v) for v in earlier]
 
 
 # ----- the learning loop ------------------------------------------------------------------

@@ -19,7 +19,6 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.images import ImageDecodeError, load_rgb
-from ml.index import INDEX_FILE, IndexCorruptError, VectorIndex
 from webapp import ml_gateway
 from webapp.catalog.isolations import reference_crops
 from webapp.catalog.models import SKUImage
@@ -103,21 +102,23 @@ def kept_index_version(model_ref: str) -> IndexVersion | None:
     for version in IndexVersion.objects.filter(
         model_ref=model_ref, model_version=model_name, status=IndexVersion.Status.READY
     ).order_by("-created_at"):
-        if (ml_gateway.index_path(version.name) / INDEX_FILE).is_file():
+        if ml_gateway.index_files_present(version.name):
             return version
     return None
 
 
-def _embeddings_restore(index: VectorIndex, model_name: str) -> int:
-    """Write an index's vectors back as the database embeddings of the images it holds."""
-    present = SKUImage.objects.filter(id__in=[int(i) for i in index.ids()]).exclude(
-        embedding_model=model_name
-    )
-    ids = np.asarray(sorted(present.values_list("id", flat=True)), dtype=np.int64)
+def _embeddings_restore(index_name: str, model_name: str) -> int:
+    """Write an index version's vectors back as the database embeddings of the images it
+    holds. Raises FileNotFoundError or ValueError when its files are missing or corrupt."""
+
+    def present(ids: np.ndarray) -> list[int]:
+        images = SKUImage.objects.filter(id__in=[int(i) for i in ids]).exclude(
+            embedding_model=model_name
+        )
+        return sorted(images.values_list("id", flat=True))
+
     restored = 0
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        vectors = index.reconstruct(chunk)
+    for chunk, vectors in ml_gateway.index_vectors(index_name, select=present, chunk=1000):
         rows = SKUImage.objects.in_bulk(chunk.tolist())
         for image_id, vector in zip(chunk.tolist(), vectors, strict=True):
             rows[image_id].embedding = np.asarray(vector, dtype=np.float32).tobytes()
@@ -137,8 +138,7 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     kept = kept_index_version(model_ref) if reuse_kept else None
     if kept is not None:
         try:
-            restored = _embeddings_restore(VectorIndex.load(ml_gateway.index_path(kept.name))[0],
-                                           model_name)
+            restored = _embeddings_restore(kept.name, model_name)
             logger.info("reusing index %s of %s: %d embeddings restored, none recomputed",
                         kept.name, model_ref, restored)
             parent = kept
@@ -151,36 +151,16 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
     wanted = set(
         indexable_images().filter(embedding_model=model_name).values_list("id", flat=True)
     )
-    index: VectorIndex | None = None
+    start_from: str | None = None  # the version updated incrementally (None: a full build)
     if parent and not full_rebuild and parent.model_version == model_name:
         try:
             artifacts.index_local_ensure(name=parent.name)  # built on another machine?
-            index, _ = VectorIndex.load(ml_gateway.index_path(parent.name))
-        except (FileNotFoundError, IndexCorruptError, artifacts.ArtifactError) as exc:
+            start_from = parent.name
+        except artifacts.ArtifactError as exc:
             logger.error("index files of %s are unusable (%s): rebuilding", parent.name, exc)
-        # Incremental updates keep the index type; rebuild once its size calls for another
-        # (flat grown to IVF_THRESHOLD, IVF shrunk, or IVF lists trained for another size).
-        if index is not None and index.needs_rebuild:
-            logger.info(
-                "index %s (%d vectors, %s) needs a rebuild", parent.name, index.ntotal, index.kind
-            )
-            index = None
-    if index is None:
-        ids = sorted(wanted)
-        if ids:
-            index = VectorIndex.build(np.asarray(ids, dtype=np.int64), _database_vectors(ids))
-        else:
-            index = VectorIndex.create(ml_gateway.embedder(model_ref).dim)
-        to_add, to_remove = ids, []
-    else:
-        parent_ids = {int(i) for i in index.ids()}
-        to_add = sorted(wanted - parent_ids)
-        to_remove = sorted(parent_ids - wanted)
-        if to_remove:
-            index.remove(np.asarray(to_remove, dtype=np.int64))
-        for start in range(0, len(to_add), 10_000):
-            chunk = to_add[start : start + 10_000]
-            index.add(np.asarray(chunk, dtype=np.int64), _database_vectors(chunk))
+    update = ml_gateway.index_update(parent=start_from, wanted=sorted(wanted),
+                                     vectors_of=_database_vectors, model_ref=model_ref)
+    index, to_add, to_remove = update.draft, update.added, update.removed
 
     if parent is not None and not to_add and not to_remove and not full_rebuild and (
         parent.model_version == model_name
@@ -196,7 +176,7 @@ def _index_publish(*, full_rebuild: bool, model_ref: str | None,
 
     name = timezone.now().strftime("idx-%Y%m%dT%H%M%S%f")
     meta = {"count": index.ntotal, "model_version": model_name, "parent": parent and parent.name}
-    index.save(ml_gateway.index_path(name), meta=meta)
+    index.save(name, meta=meta)
     if settings.RERANK and {"spatial", "text"} & set(settings.RERANK_EVIDENCE):
         # Reference keypoints and words live in the version's directory, versioned with it.
         computed = ml_gateway.reference_store_publish(

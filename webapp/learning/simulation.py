@@ -30,7 +30,7 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageFilter
 
-from ml.datasets import read_grocery_split
+from webapp import ml_gateway
 from webapp.accounts.roles import Role
 from webapp.accounts.services import user_create_with_role
 from webapp.catalog.bulk import catalogue_import_rows
@@ -164,10 +164,10 @@ class Simulation:
             index_publish()
         self.sku_of = {int(code.split("-")[1]): pk for pk, code in
                        SKU.objects.filter(code__startswith="GROCERY-").values_list("pk", "code")}
-        val = read_grocery_split(self.cfg.root, "val")
+        val = ml_gateway.grocery_split(self.cfg.root, "val")
         self.val_images = [Image.open(path).convert("RGB") for path, _, _ in val]
         self.val_labels = [self.sku_of[product] for _, product, _ in val]
-        train = read_grocery_split(self.cfg.root, "train")
+        train = ml_gateway.grocery_split(self.cfg.root, "train")
         self.stream = random.Random(self.cfg.seed).sample(train, min(self.cfg.photos, len(train)))
         # Requests were made in stream order: the truth of the ones streamed before a resume.
         done = MatchRequest.objects.filter(created_by=self.appraiser).order_by("pk")

@@ -24,11 +24,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ml.augment import DEFAULT_PROBS, AugmentPolicy
-from ml.train import TrainConfig, Trainer
+from webapp import ml_gateway
+from webapp.enqueue import enqueue_on_commit
 from webapp.learning.dataset import training_data_export
 from webapp.learning.gate import model_version_gate
 from webapp.learning.models import ModelVersion, TrainingRun
+from webapp.learning.promotion import PromotionError, promotion_request
 from webapp.learning.registry import checkpoint_store, model_version_register
 from webapp.learning.selectors import live_model_ref, training_run_in_flight
 from webapp.review.models import BadCase
@@ -55,18 +56,15 @@ def new_resolved_bad_cases() -> int:
 
 
 def _enqueue(run_id: int) -> None:
-    from webapp.learning.tasks import train_model
-    from webapp.sweeper import enqueue_on_commit
-
-    enqueue_on_commit(train_model, run_id)  # a lost message: the sweeper resends
+    # By name: tasks import this module, not the other way (a lost message: the sweeper resends)
+    enqueue_on_commit("learning.train_model", run_id)
 
 
 def training_run_request(
     *, trigger: str, user: AbstractBaseUser | None = None, options: dict[str, Any] | None = None
 ) -> TrainingRun:
     """Queue a run. Raises TrainingError while another one is queued or running."""
-    unknown = set(options or {}) - RUN_ONLY_OPTIONS - {f.name for f in dataclasses.fields(
-        TrainConfig)}
+    unknown = set(options or {}) - RUN_ONLY_OPTIONS - ml_gateway.train_option_names()
     if unknown:
         raise TrainingError(f"Unknown training option(s): {', '.join(sorted(unknown))}")
     if training_run_in_flight() is not None:
@@ -205,7 +203,7 @@ class RunReporter(logging.Handler):
 
 def train_config(
     run: TrainingRun, *, data: str, out: Path, augment: dict[str, float]
-) -> TrainConfig:
+) -> ml_gateway.TrainConfig:
     """Defaults < settings < SKULENS_TRAIN_OPTIONS < the run's own options."""
     live = live_model_ref()
     values: dict[str, Any] = {
@@ -216,7 +214,8 @@ def train_config(
         "image_size": settings.TRAIN_IMAGE_SIZE or None,
         "embedding_dim": settings.TRAIN_EMBEDDING_DIM,
         "cached_views": settings.TRAIN_CACHED_VIEWS,
-        "freeze_blocks": 11 if settings.TRAIN_CACHED_VIEWS else TrainConfig.freeze_blocks,
+        "freeze_blocks": (11 if settings.TRAIN_CACHED_VIEWS
+                          else ml_gateway.train_option_default("freeze_blocks")),
         "batches_per_epoch": settings.TRAIN_BATCHES_PER_EPOCH or None,
         "max_minutes": settings.TRAIN_MAX_MINUTES or None,
         "device": settings.TORCH_DEVICE,
@@ -226,7 +225,7 @@ def train_config(
         **{k: v for k, v in run.options.items() if k not in RUN_ONLY_OPTIONS},
     }
     values.update(data=data, out=str(out), progress=False)
-    return TrainConfig(**values)
+    return ml_gateway.train_config(values)
 
 
 def training_run_execute(*, run_id: int) -> bool:
@@ -258,7 +257,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> bool:
     )
     weights = {k: v for k, v in snapshot.cause_counts.items() if k != "catalogue_gap"}
     # Transforms aimed at what QA saw go wrong; the defaults before anything was tagged.
-    augment = AugmentPolicy.from_cause_weights(weights).probs if weights else dict(DEFAULT_PROBS)
+    augment = ml_gateway.augment_probabilities(weights)
     cfg = train_config(run, data=snapshot.csv, out=folder / "out", augment=augment)
     TrainingRun.objects.filter(pk=run.pk).update(
         data_cutoff=cutoff, data_snapshot=snapshot.as_json(), cause_weights=weights,
@@ -270,11 +269,8 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> bool:
         f"{snapshot.holdout_requests} requests held out for the gate",
         stage="preparing images and features", progress=5.0,
     )
-    trainer = Trainer(cfg)
-    reporter.note(f"augmentation: {trainer.policy.describe()}")
-    reporter.note(f"starting from {trainer.warm_started_from or cfg.backbone + ' (pretrained)'}")
-    trainer.fit(on_step=reporter)
-    if trainer.cancelled:
+    cancelled = ml_gateway.train(cfg, on_step=reporter, note=reporter.note)
+    if cancelled:
         reporter.flush_now()
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.CANCELLED, stage="cancelled", finished_at=timezone.now()
@@ -301,8 +297,6 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> bool:
         finished_at=timezone.now(), eta_s=0.0,
     )
     if model.gate == ModelVersion.Gate.PASSED and settings.AUTO_PROMOTE:
-        from webapp.learning.promotion import PromotionError, promotion_request
-
         try:
             promotion_request(model=model, automatic=True)
         except PromotionError as exc:

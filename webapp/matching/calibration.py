@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from ml.calibrate import calibrate_threshold
-from ml.rerank.fusion import DEFAULT_FUSION, FusionModel, fit_fusion
+from webapp import ml_gateway
 from webapp.catalog.models import Category
 from webapp.matching.models import Candidate, Decision, FusionWeights, ScoreThreshold
 
@@ -51,13 +49,18 @@ def _reviewed_top_candidates() -> dict[int, tuple[list[float], list[bool]]]:
     return samples
 
 
-def active_fusion() -> FusionModel:
-    """The newest fusion fitted on decisions, else the measured default."""
+def fitted_fusion() -> ml_gateway.FittedFusion | None:
+    """The newest fusion fitted on decisions (None: none yet), as plain data."""
     row = FusionWeights.objects.first()
     if row is None:
-        return DEFAULT_FUSION
-    return FusionModel(dict(row.weights), row.intercept, row.threshold, row.source,
-                       dict(row.metrics))
+        return None
+    return ml_gateway.FittedFusion(dict(row.weights), row.intercept, row.threshold, row.source,
+                                   dict(row.metrics))
+
+
+def active_fusion() -> ml_gateway.FusionModel:
+    """The newest fusion fitted on decisions, else the measured default."""
+    return ml_gateway.fusion_model(fitted_fusion())
 
 
 @transaction.atomic
@@ -79,9 +82,9 @@ def fusion_recalibrate(*, min_decisions: int | None = None) -> FusionWeights | N
     decided = len(set(groups))
     if decided < needed or all(labels) or not any(labels):
         return None
-    model = fit_fusion(rows, labels, groups=groups,
-                       threshold_precision=settings.CALIBRATION_TARGET_PRECISION,
-                       source=f"decisions:{decided}")
+    model = ml_gateway.fusion_fit(rows, labels, groups=groups,
+                                  threshold_precision=settings.CALIBRATION_TARGET_PRECISION,
+                                  source=f"decisions:{decided}")
     return FusionWeights.objects.create(
         weights=dict(model.weights), intercept=model.intercept, threshold=model.threshold,
         source=model.source, decisions=decided, metrics=dict(model.metrics),
@@ -97,9 +100,8 @@ def thresholds_recalibrate(
     support = min_support or settings.CALIBRATION_MIN_DECISIONS
     fitted = []
     for category_id, (scores, right) in _reviewed_top_candidates().items():
-        fit = calibrate_threshold(
-            np.asarray(scores), np.asarray(right), target_precision=target, min_support=support
-        )
+        fit = ml_gateway.threshold_fit(scores, right, target_precision=target,
+                                       min_support=support)
         if fit is None:
             ScoreThreshold.objects.filter(category_id=category_id).delete()
             continue
