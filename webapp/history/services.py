@@ -378,15 +378,11 @@ def _claim(import_id: int, *, takeover: bool) -> str | None:
 
     A row already working is taken over only when its heartbeat is stale (its worker died)
     or when `takeover` says this delivery is the retry of the one that held it."""
-    stale = timezone.now() - STALE_AFTER
     for waiting, working in ((Status.QUEUED, Status.PLANNING),
                              (Status.APPLY_QUEUED, Status.APPLYING)):
-        held = Q(status=working) if takeover else Q(status=working, heartbeat_at__lt=stale)
-        claimed = HistoryImport.objects.filter(Q(pk=import_id) & (Q(status=waiting) | held)).update(
-            status=working, started_at=timezone.now(), heartbeat_at=timezone.now(),
-            rows_done=0, attempts=F("attempts") + 1,
-        )
-        if claimed:
+        if HistoryImport.claim(import_id, takeover=True if takeover else STALE_AFTER,
+                               waiting=waiting, working=working,
+                               rows_done=0, attempts=F("attempts") + 1):
             return working
     return None
 
@@ -424,9 +420,7 @@ def history_import_execute(*, import_id: int, takeover: bool = False) -> bool:
 
 def history_import_fail(*, import_id: int, error: str) -> None:
     """An error (not a rejected row): shown on the page; nothing was imported."""
-    HistoryImport.objects.filter(pk=import_id).exclude(status=Status.APPLIED).update(
-        status=Status.FAILED, error=error[:2000], stage="", finished_at=timezone.now()
-    )
+    HistoryImport.fail(import_id, error=error, stage="")
 
 
 def history_bundles_prune(*, older_than_days: int) -> int:

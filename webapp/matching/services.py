@@ -18,7 +18,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image
 
@@ -28,6 +28,7 @@ from webapp import ml_gateway
 from webapp.audit.services import audit_record
 from webapp.catalog.models import SKU, Brand, Category, Series
 from webapp.catalog.selectors import reference_ids_for_filters, sku_attribute_keys
+from webapp.jobs import JobBusy
 from webapp.matching.calibration import confident_threshold
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
 from webapp.matching.query_inputs import query_text_clean, soft_attributes_clean
@@ -51,7 +52,7 @@ class DecisionInvalid(DecisionError):
     """Well-formed but unusable content: a candidate or SKU that does not fit this match."""
 
 
-class MatchBusy(RuntimeError):
+class MatchBusy(JobBusy):
     """Another worker is running this request and is alive (its heartbeat is fresh)."""
 
 
@@ -155,31 +156,13 @@ def filter_plan(request: MatchRequest) -> FilterPlan:
     return FilterPlan(None, relaxed)
 
 
-def _orphaned() -> Q:
-    """RUNNING rows whose worker stopped writing its heartbeat."""
-    stale = timezone.now() - timedelta(seconds=settings.MATCH_STALE_S)
-    return Q(status=MatchRequest.Status.RUNNING) & (
-        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
-    )
-
-
 def _claim(request_id: int, *, redelivered_ok: bool = True) -> bool:
     """Compare-and-swap to RUNNING. A redelivered task may take over a RUNNING row only once
     its heartbeat is stale (its worker died); a request taken along in another's batch may
     only be claimed while QUEUED. Raises MatchBusy while a live worker holds the row."""
-    claimable = Q(status=MatchRequest.Status.QUEUED)
-    if redelivered_ok:
-        claimable |= _orphaned()
-    now = timezone.now()
-    claimed = MatchRequest.objects.filter(claimable, pk=request_id).update(
-        status=MatchRequest.Status.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        attempts=F("attempts") + 1,
-        stage="embedding",
-        progress=20,
-    )
-    if claimed:
+    takeover = timedelta(seconds=settings.MATCH_STALE_S) if redelivered_ok else False
+    if MatchRequest.claim(request_id, takeover=takeover,
+                          attempts=F("attempts") + 1, stage="embedding", progress=20):
         return True
     if redelivered_ok and MatchRequest.objects.filter(
         pk=request_id, status=MatchRequest.Status.RUNNING
@@ -463,9 +446,7 @@ def query_photo_box_correct(*, photo: QueryPhoto, box: Box) -> MatchRequest:
 
 
 def match_request_fail(*, request_id: int, error: str) -> None:
-    MatchRequest.objects.filter(pk=request_id).exclude(status=MatchRequest.Status.DONE).update(
-        status=MatchRequest.Status.FAILED, error=error[:2000], stage="", finished_at=timezone.now()
-    )
+    MatchRequest.fail(request_id, error=error, stage="")
 
 
 def match_request_retry(*, request: MatchRequest) -> MatchRequest:
