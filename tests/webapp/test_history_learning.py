@@ -21,9 +21,11 @@ from webapp.history.services import history_import_run, history_isolation_run
 from webapp.learning.dataset import is_holdout, labelled_requests, training_data_export
 from webapp.learning.gate import evaluation_sets, gallery_images
 from webapp.matching.calibration import thresholds_recalibrate
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import MatchRequest, QueryPhoto
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 from webapp.matching.selectors import recent_requests
-from webapp.matching.services import decision_record, match_request_create, match_request_run
 from webapp.review import stats
 
 

@@ -13,14 +13,11 @@ from ml.backends.oracle import box_iou
 from ml.types import Box
 from tests.webapp.conftest import demo_photo_upload, logged_in, upload
 from webapp import ml_gateway
+from webapp.matching.decisions import DecisionError
 from webapp.matching.exports import detector_dataset_export
 from webapp.matching.models import MatchRequest, QueryPhoto
-from webapp.matching.services import (
-    DecisionError,
-    match_request_create,
-    match_request_run,
-    query_photo_box_correct,
-)
+from webapp.matching.requests import match_request_create, query_photo_box_correct
+from webapp.matching.runner import match_request_run
 
 
 def _done(appraiser) -> MatchRequest:

@@ -13,7 +13,7 @@ from webapp.catalog.models import DuplicateScan
 from webapp.config.celery import app as celery_app
 from webapp.jobs import JobBusy, JobRow, exponential_backoff, job_task, linear_backoff
 from webapp.learning.models import TrainingRun
-from webapp.matching.services import MatchBusy
+from webapp.matching.runner import MatchBusy
 
 QUEUES = {
     "matching.run_match": "gpu",
@@ -164,7 +164,9 @@ def test_database_gone_replaces_the_default_failure(follow_retries: None) -> Non
     assert gone == [(5, "down")] and seen["failed"] == []
 
 
-def test_a_busy_row_is_looked_at_again_once_its_heartbeat_could_be_stale(follow_retries: None) -> None:
+def test_a_busy_row_is_looked_at_again_once_its_heartbeat_may_be_stale(
+    follow_retries: None,
+) -> None:
     task, seen = _probe("tests.jobs.busy", raises=[JobBusy("held")], busy_countdown_s=lambda: 0)
     task.apply(args=(9,))
     assert seen["retried"] == [False, True] and seen["failed"] == []

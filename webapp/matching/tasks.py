@@ -9,7 +9,9 @@ from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from webapp.jobs import MAX_RETRIES, TRANSIENT_ERRORS, job_task
-from webapp.matching.services import match_request_fail, match_request_run
+from webapp.matching.calibration import fusion_recalibrate, thresholds_recalibrate
+from webapp.matching.runner import match_request_fail, match_request_run
+from webapp.sweeper import stuck_work_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +44,12 @@ def failure_record(self: Task, request_id: int, error: str) -> None:
 @shared_task(name="matching.sweep_stuck_work", ignore_result=True)
 def sweep_stuck_work() -> int:
     """Celery beat: re-send the tasks of rows whose message was lost (webapp.sweeper)."""
-    from webapp.sweeper import stuck_work_sweep
-
     return stuck_work_sweep().total
 
 
 @shared_task(name="matching.recalibrate_thresholds", acks_late=True, ignore_result=True)
 def recalibrate_thresholds() -> int:
     """Daily: refit the re-ranking's fusion on decisions, then the thresholds on its scores."""
-    from webapp.matching.calibration import fusion_recalibrate, thresholds_recalibrate
-
     fusion_recalibrate()
     return len(thresholds_recalibrate())
 

@@ -1,4 +1,9 @@
-"""Match requests: create, run (from the task), fail, retry, decide."""
+"""Running match requests (from the task): claim, the model, store the results, or fail.
+
+`match_request_run` claims its request (webapp.jobs.JobRow.claim), takes up to MATCH_BATCH - 1
+other queued ones along, hands their photos to `ml_gateway.match_batch` while a thread keeps
+their heartbeats fresh, and stores each one's candidates exactly once.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,12 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, transaction
@@ -25,17 +28,11 @@ from PIL import Image
 from ml.images import load_rgb
 from ml.types import Box, SkuScore
 from webapp import ml_gateway
-from webapp.audit.services import audit_record
-from webapp.catalog.models import SKU, Brand, Category, Series
-from webapp.catalog.selectors import reference_ids_for_filters, sku_attribute_keys
+from webapp.catalog.models import SKU, Category
+from webapp.catalog.selectors import reference_ids_for_filters
 from webapp.jobs import JobBusy
 from webapp.matching.calibration import confident_threshold
-from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-from webapp.matching.query_inputs import query_text_clean, soft_attributes_clean
-from webapp.matching.validation import UploadedPhoto, ValidPhoto, validate_photos
-
-if TYPE_CHECKING:
-    from webapp.review.models import BadCase
+from webapp.matching.models import Candidate, MatchRequest, QueryPhoto
 
 logger = logging.getLogger(__name__)
 
@@ -44,89 +41,13 @@ class StorageFullError(OSError):
     pass
 
 
-class DecisionError(ValueError):
-    """Refused by the match's state (not finished, already decided)."""
-
-
-class DecisionInvalid(DecisionError):
-    """Well-formed but unusable content: a candidate or SKU that does not fit this match."""
-
-
 class MatchBusy(JobBusy):
     """Another worker is running this request and is alive (its heartbeat is fresh)."""
 
 
-def _enqueue(request_id: int) -> None:
-    """Send the match task once this commits; with the broker down the row stays QUEUED and
-    the sweeper sends it later (webapp.sweeper)."""
-    from webapp.matching.tasks import run_match
-    from webapp.sweeper import enqueue_on_commit
-
-    MatchRequest.objects.filter(pk=request_id).update(enqueued_at=timezone.now())
-    enqueue_on_commit(run_match, request_id)
-
-
-def match_request_create(
-    *,
-    user: AbstractBaseUser,
-    uploads: Sequence[UploadedPhoto],
-    category: Category | None = None,
-    brand: Brand | None = None,
-    series: Series | None = None,
-    query_text: object = "",
-    soft_attributes: Mapping[str, object] | Iterable[tuple[object, object]] | None = None,
-) -> MatchRequest:
-    """Validate the appraiser's words and every photo, then store the request and its photos
-    together and enqueue it.
-
-    Raises QueryInputError or PhotoValidationError (nothing stored), or StorageFullError
-    (nothing kept).
-    """
-    text = query_text_clean(query_text)
-    attributes = soft_attributes_clean(soft_attributes, known_keys=sku_attribute_keys())
-    valid = validate_photos(uploads)
-    written: list[str] = []  # every file name, before it is written: a write cut short too
-    try:
-        with transaction.atomic():
-            request = MatchRequest.objects.create(
-                created_by=user, category=category, brand=brand, series=series,
-                query_text=text, soft_attributes=attributes, enqueued_at=timezone.now(),
-            )
-            for position, photo in enumerate(valid):
-                _photo_store(request, position, photo, written)
-            _enqueue(request.id)
-    except BaseException as exc:
-        for name in written:
-            default_storage.delete(name)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise StorageFullError("The server's storage is full; nothing was saved.") from exc
-        raise
-    return request
-
-
-def _photo_store(
-    request: MatchRequest, position: int, photo: ValidPhoto, written: list[str]
-) -> QueryPhoto:
-    row = QueryPhoto(
-        request=request,
-        position=position,
-        original_name=photo.name[:255],
-        original_format=photo.original_format,
-        width=photo.width,
-        height=photo.height,
-    )
-    stem = f"m{request.id}-{position}"
-    for field, filename, data in ((row.original, f"{stem}.{photo.extension}", photo.original),
-                                  (row.image, f"{stem}.jpg", photo.normalised_jpeg)):
-        name = field.storage.get_available_name(field.field.generate_filename(row, filename))
-        written.append(name)
-        field.name = field.storage.save(name, ContentFile(data))
-        written.append(field.name)
-    row.save()
-    return row
-
-
 @dataclass(frozen=True)
+
+
 class FilterPlan:
     allowed_reference_ids: np.ndarray | None
     relaxed: list[str]
@@ -209,6 +130,8 @@ class _Heartbeat:
 
 
 @dataclass
+
+
 class _MatchInput:
     request_id: int
     photos: list[QueryPhoto]
@@ -423,179 +346,5 @@ def _photo_isolation_store(
         transaction.on_commit(lambda: default_storage.delete(old_mask))
 
 
-def query_photo_box_correct(*, photo: QueryPhoto, box: Box) -> MatchRequest:
-    """Keep the appraiser's box for this photo and run the match again with it."""
-    if Decision.objects.filter(request_id=photo.request_id).exists():
-        raise DecisionError("This match is already decided; start a new one to change the box.")
-    if not photo.request.is_finished:
-        raise DecisionError("Wait for the match to finish before correcting the box.")
-    if not (0 <= box.x0 < box.x1 <= photo.width and 0 <= box.y0 < box.y1 <= photo.height):
-        raise DecisionError("The box must lie inside the photo.")
-    if box.width < 8 or box.height < 8:
-        raise DecisionError("The box is too small.")
-    with transaction.atomic():
-        photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
-        photo.box_source = QueryPhoto.BoxSource.CORRECTED
-        photo.detection_label, photo.detection_confidence = "", None
-        photo.save()
-        MatchRequest.objects.filter(pk=photo.request_id).update(
-            status=MatchRequest.Status.QUEUED, error="", progress=0, finished_at=None
-        )
-        _enqueue(photo.request_id)
-    return MatchRequest.objects.get(pk=photo.request_id)
-
-
 def match_request_fail(*, request_id: int, error: str) -> None:
     MatchRequest.fail(request_id, error=error, stage="")
-
-
-def match_request_retry(*, request: MatchRequest) -> MatchRequest:
-    with transaction.atomic():
-        updated = MatchRequest.objects.filter(
-            pk=request.pk, status=MatchRequest.Status.FAILED
-        ).update(status=MatchRequest.Status.QUEUED, error="", progress=0, finished_at=None)
-        if updated:
-            _enqueue(request.pk)
-    request.refresh_from_db()
-    return request
-
-
-def decision_record(
-    *,
-    request: MatchRequest,
-    user: AbstractBaseUser,
-    outcome: str,
-    candidate_id: int | None = None,
-    sku_id: int | None = None,
-    note: str = "",
-) -> Decision:
-    """Record the appraiser's verdict. Rejections and corrections become bad cases; "new
-    SKU" resolves its bad case as a catalogue gap at once, for the catalogue admins."""
-    from webapp.matching.gallery import gallery_enrich_from_decision
-    from webapp.review.services import bad_case_flag_gap, bad_case_open_for
-
-    if request.status != MatchRequest.Status.DONE:
-        raise DecisionError("This match has not finished yet.")
-    if Decision.objects.filter(request=request).exists():
-        raise DecisionError("A decision has already been recorded for this match.")
-    candidate = None
-    sku = None
-    if outcome == Decision.Outcome.ACCEPT:
-        candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
-        if candidate is None:
-            raise DecisionInvalid("Pick one of this match's candidates.")
-        sku = candidate.sku
-    elif outcome == Decision.Outcome.OTHER_SKU:
-        sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
-        if sku is None:
-            raise DecisionInvalid("Choose an existing, active SKU.")
-    elif outcome not in (Decision.Outcome.REJECT, Decision.Outcome.NEW_SKU):
-        raise DecisionInvalid(f"Unknown outcome {outcome!r}.")
-    with transaction.atomic():
-        decision = Decision.objects.create(
-            request=request,
-            outcome=outcome,
-            sku=sku,
-            candidate=candidate,
-            decided_by=user,
-            note=note,
-            model_version=request.model_version,
-            index_version=request.index_version,
-        )
-        audit_record(
-            actor=user,
-            action="decision.record",
-            obj=decision,
-            changes={"outcome": [None, outcome], "sku": [None, sku.code if sku else None]},
-        )
-        below_threshold = candidate is not None and candidate.score < confident_threshold(
-            candidate.sku.category
-        )
-        if outcome != Decision.Outcome.ACCEPT or below_threshold:
-            bad_case = bad_case_open_for(decision=decision)
-            if outcome == Decision.Outcome.NEW_SKU:
-                # What QA's "catalogue gap" does, by the one who saw the item.
-                bad_case_flag_gap(bad_case=bad_case, actor=user,
-                                  note=note.strip() or request.query_text)
-        gallery_enrich_from_decision(decision=decision)
-    return decision
-
-
-def decision_undo_deadline(decision: Decision) -> datetime | None:
-    """Until when the decider may undo this decision; None when undo is switched off."""
-    if settings.UNDO_WINDOW_S <= 0:
-        return None
-    return decision.decided_at + timedelta(seconds=settings.UNDO_WINDOW_S)
-
-
-def decision_undoable_by(decision: Decision | None, user: AbstractBaseUser) -> bool:
-    if decision is None or decision.decided_by_id != user.pk:
-        return False
-    deadline = decision_undo_deadline(decision)
-    return deadline is not None and timezone.now() <= deadline
-
-
-def _bad_case_as_left(bad_case: BadCase, decision: Decision) -> bool:
-    """True while nobody has acted on the bad case since the decision opened it."""
-    from webapp.review.models import BadCase, CatalogueGap, FailureCause
-
-    if decision.outcome == Decision.Outcome.NEW_SKU:
-        gap = CatalogueGap.objects.select_for_update().filter(bad_case=bad_case).first()
-        return (bad_case.status == BadCase.Status.RESOLVED
-                and bad_case.resolved_by_id == decision.decided_by_id
-                and bad_case.causes == [FailureCause.CATALOGUE_GAP]
-                and gap is not None and gap.status == CatalogueGap.Status.OPEN)
-    return (bad_case.status == BadCase.Status.OPEN and not bad_case.causes
-            and not bad_case.note and bad_case.correct_sku_id == decision.sku_id)
-
-
-def decision_undo(*, decision: Decision, user: AbstractBaseUser) -> MatchRequest:
-    """Withdraw one's own decision within SKULENS_UNDO_WINDOW_S: the match is undecided again.
-
-    Withdrawn with it: its bad case and catalogue gap (only while nobody else has acted on
-    them) and the reference images it added to the gallery (the next index sync drops their
-    vectors). The audit trail keeps the decision's entry and records the undo beside it: it is
-    the history of what happened, and an undo is part of it.
-    """
-    from webapp.matching.gallery import gallery_withdraw_decision
-    from webapp.review.models import BadCase
-
-    with transaction.atomic():
-        # No select_related: PostgreSQL cannot lock the nullable side of an outer join.
-        locked = Decision.objects.select_for_update().filter(pk=decision.pk).first()
-        if locked is None:
-            raise DecisionError("This decision has already been undone.")
-        if locked.decided_by_id != user.pk:
-            raise DecisionError("Only the appraiser who made a decision can undo it.")
-        if not decision_undoable_by(locked, user):
-            window = settings.UNDO_WINDOW_S
-            raise DecisionError(
-                "Undo is switched off." if window <= 0 else
-                f"A decision can be undone for {_duration(window)} after it was made; "
-                "this one is older."
-            )
-        bad_case = BadCase.objects.select_for_update().filter(decision=locked).first()
-        if bad_case is not None and not _bad_case_as_left(bad_case, locked):
-            raise DecisionError("QA or the catalogue admins have already acted on this item's "
-                                "bad case, so the decision stays; ask QA to change it.")
-        images = gallery_withdraw_decision(decision=locked, actor=user)
-        audit_record(
-            actor=user,
-            action="decision.undo",
-            obj=locked,
-            changes={
-                "outcome": [locked.outcome, None],
-                "sku": [locked.sku.code if locked.sku else None, None],
-                "bad_case": [bad_case.pk if bad_case else None, None],
-                "gallery_images": [images, []],
-            },
-        )
-        request_id = locked.request_id
-        locked.delete()  # its bad case and catalogue gap go with it (CASCADE)
-    return MatchRequest.objects.get(pk=request_id)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:g} seconds"
-    return f"{seconds / 60:g} minutes"
