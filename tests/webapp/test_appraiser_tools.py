@@ -42,8 +42,8 @@ DEMO_KEYS = ["colour", "material", "size", "hardware", "pattern"]
 @pytest.fixture
 def skus(db, demo_folder):
     """Three demo SKUs, imported but not indexed: enough where no match has to run."""
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     rows = list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:3]
     assert not catalogue_import(rows=rows, image_root=demo_folder).errors

@@ -11,10 +11,10 @@ from django.urls import reverse
 
 from tests.webapp.conftest import demo_photo_upload, logged_in
 from tests.webapp.history_helpers import bundle, photo
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.bundles import open_zip_csv
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU, SKUImage
-from webapp.catalog.services import catalogue_import
 from webapp.history.format import parse_history_csv
 from webapp.history.models import HistoryImport
 from webapp.history.services import history_import_run, history_isolation_run

@@ -116,9 +116,9 @@ GROCERY_COCO = {"Banana": "banana", "Orange": "orange", "Golden-Delicious": "app
 def test_the_detector_finds_the_item_in_a_grocery_photo(appraiser, settings) -> None:
     """A real photo of a banana: the worker's detector boxes it, the mask stays inside the
     box, and the banana is the first candidate."""
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import grocery_rows
     from webapp.catalog.models import SKU, Category
-    from webapp.catalog.services import catalogue_import
     from webapp.learning.services import index_publish
 
     settings.DETECTOR_WEIGHTS = str(DETECTOR_WEIGHTS)

@@ -12,9 +12,10 @@ import logging
 import re
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from django.core.files.base import ContentFile
@@ -22,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.audit.services import audit_record, field_changes
-from webapp.catalog.bundles import CSV_NAME, Bundle, ImageSource, open_zip_bundle
+from webapp.catalog.bundles import CSV_NAME, Bundle, FolderSource, ImageSource, open_zip_bundle
 from webapp.catalog.importing import (
     CatalogueFormatError,
     CatalogueRow,
@@ -303,6 +304,11 @@ def catalogue_import_rows(
     )
     plan = import_apply(bundle=Bundle(catalogue, source), actor=actor, dry_run=dry_run)
     return report_of(plan)
+
+
+def catalogue_import(*, rows: Iterable[CatalogueRow], image_root: Path) -> ImportReport:
+    """Import rows whose images live under `image_root`, all or nothing."""
+    return catalogue_import_rows(rows=list(rows), source=FolderSource(image_root), actor=None)
 
 
 # ----- imports from the page: a row people can come back to --------------------------------
