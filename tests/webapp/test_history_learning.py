@@ -16,8 +16,9 @@ from webapp.catalog.bundles import open_zip_csv
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU, SKUImage
 from webapp.history.format import parse_history_csv
+from webapp.history.isolation import history_isolation_run
 from webapp.history.models import HistoryImport
-from webapp.history.services import history_import_run, history_isolation_run
+from webapp.history.services import history_import_run
 from webapp.learning.dataset import is_holdout, labelled_requests, training_data_export
 from webapp.learning.gate import evaluation_sets, gallery_images
 from webapp.matching.calibration import thresholds_recalibrate

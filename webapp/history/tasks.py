@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from webapp.history.services import (
-    history_import_execute,
-    history_import_fail,
-    history_isolation_fail,
-    history_isolation_run,
-)
+from webapp.history.isolation import history_isolation_fail, history_isolation_run
+from webapp.history.services import history_import_execute, history_import_fail
 from webapp.jobs import job_task, linear_backoff
 
 
