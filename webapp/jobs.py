@@ -160,8 +160,6 @@ def job_task(
             fail(job_id, f"Database unavailable: {exc}")
 
     def decorate(body: JobBody) -> Task:
-        @shared_task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True,
-                     max_retries=max_retries, ignore_result=True)
         def task(self: Task, job_id: int) -> None:
             retries = self.request.retries
             try:
@@ -187,7 +185,11 @@ def job_task(
                 logger.exception("%s %s failed", what, job_id)
                 fail(job_id, f"{type(exc).__name__}: {exc}")
 
-        task.__doc__ = body.__doc__
-        return task
+        # The task reads as the body (not functools.wraps: Celery checks calls against the
+        # signature, which is the task's (job_id), not the body's).
+        for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(task, attribute, getattr(body, attribute))
+        return shared_task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True,
+                           max_retries=max_retries, ignore_result=True)(task)
 
     return decorate
