@@ -48,7 +48,7 @@ def main() -> None:
 
     from webapp.learning.models import ModelVersion, TrainingRun
     from webapp.learning.selectors import live_model_ref
-    from webapp.matching.services import match_request_create
+    from webapp.matching.requests import match_request_create
 
     started = datetime.now(UTC)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "

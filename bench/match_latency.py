@@ -67,7 +67,7 @@ def main() -> None:
     from webapp.accounts.services import user_create_with_role
     from webapp.catalog.models import Category, SKUImage
     from webapp.matching.models import MatchRequest
-    from webapp.matching.services import match_request_create
+    from webapp.matching.requests import match_request_create
 
     call_command("migrate", verbosity=0)
     if args.grocery:
@@ -209,11 +209,12 @@ def _drain_backlogs(
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from webapp.matching.models import MatchRequest
-    from webapp.matching.services import match_request_create, match_request_run
+    from webapp.matching.requests import match_request_create
+    from webapp.matching.runner import match_request_run
 
     def drain(batch: int) -> float:
         settings.MATCH_BATCH = batch
-        with mock.patch("webapp.matching.services._enqueue"):  # queued, not run on commit
+        with mock.patch("webapp.matching.requests._enqueue"):  # queued, not run on commit
             queued = [
                 match_request_create(user=user, uploads=[SimpleUploadedFile(
                     path.name, path.read_bytes(), content_type="image/jpeg")])

@@ -360,8 +360,8 @@ def main() -> None:
             report["throughput_ratio_two_over_one"] = two / one if one else None
 
         # Server time with the workers idle: the pages, then enqueue with no worker consuming.
+        from webapp.matching.decisions import decision_record
         from webapp.matching.models import Decision
-        from webapp.matching.services import decision_record
 
         done = list(MatchRequest.objects.filter(status="done", decision__isnull=True)
                     .select_related("created_by").order_by("pk")[: max(args.page_users, 60)])

@@ -20,9 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 # services and the sweeper, the match request's services and task). A circle may shrink or
 # go; none may grow or appear.
 KNOWN_CIRCLES = [
-    {"webapp.catalog.bulk", "webapp.catalog.services"},
-    {"webapp.history.services", "webapp.history.tasks", "webapp.sweeper"},
-    {"webapp.matching.services", "webapp.matching.tasks"},
 ]
 
 

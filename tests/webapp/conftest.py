@@ -15,6 +15,7 @@ from PIL import Image
 from webapp import ml_gateway
 from webapp.accounts.roles import Role
 from webapp.accounts.services import user_create_with_role
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.demo import (
     demo_detection_classes_set,
     demo_skus,
@@ -22,7 +23,6 @@ from webapp.catalog.demo import (
     write_demo_catalogue,
 )
 from webapp.catalog.importing import read_catalogue_csv
-from webapp.catalog.services import catalogue_import
 from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_publish

@@ -15,8 +15,8 @@ from django.core.files.base import ContentFile
 from tests.webapp.conftest import jpeg_bytes
 from webapp.catalog.demo import demo_skus, render_photo
 from webapp.catalog.models import SKU
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-from webapp.matching.services import decision_record
 
 
 def decided_request(

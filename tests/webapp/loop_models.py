@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ml.model import build_model, save_checkpoint
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU
-from webapp.catalog.services import catalogue_import
 from webapp.learning import gate
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_publish

@@ -35,8 +35,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture
 def api_token(db, demo_folder) -> str:
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     # A little real data, so that lists have rows and some ids exist.
     catalogue_import(rows=list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:2],

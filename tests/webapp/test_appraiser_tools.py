@@ -21,6 +21,7 @@ from webapp.accounts.services import user_create_with_role
 from webapp.audit.models import AuditEntry
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.selectors import sku_attribute_keys
+from webapp.matching.decisions import DecisionError, decision_record, decision_undo
 from webapp.matching.models import Decision, MatchRequest
 from webapp.matching.query_inputs import (
     MAX_QUERY_TEXT_CHARS,
@@ -28,14 +29,9 @@ from webapp.matching.query_inputs import (
     QueryInputError,
     soft_attributes_clean,
 )
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 from webapp.matching.selectors import request_history
-from webapp.matching.services import (
-    DecisionError,
-    decision_record,
-    decision_undo,
-    match_request_create,
-    match_request_run,
-)
 from webapp.review.crops import query_photo_crop
 from webapp.review.models import BadCase, CatalogueGap, FailureCause
 from webapp.review.services import bad_case_resolve, bad_case_tag, catalogue_gap_close
@@ -46,8 +42,8 @@ DEMO_KEYS = ["colour", "material", "size", "hardware", "pattern"]
 @pytest.fixture
 def skus(db, demo_folder):
     """Three demo SKUs, imported but not indexed: enough where no match has to run."""
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     rows = list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:3]
     assert not catalogue_import(rows=rows, image_root=demo_folder).errors

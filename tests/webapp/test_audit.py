@@ -20,7 +20,7 @@ def test_audit_record_names_actor_object_and_sku(appraiser, catalogue_admin) -> 
     match = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
     decision = Decision.objects.create(request=match, outcome=Decision.Outcome.OTHER_SKU,
                                        sku=sku, decided_by=appraiser)
-    # What webapp.matching.services.decision_record is to call.
+    # What webapp.matching.decisions.decision_record is to call.
     entry = audit_record(actor=appraiser, action="decision.record", obj=decision,
                          changes={"outcome": [None, "other_sku"], "sku": [None, sku.code]})
     assert (entry.actor, entry.actor_name, entry.sku, entry.object_id) == (

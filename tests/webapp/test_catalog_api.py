@@ -28,8 +28,8 @@ def admin_api(catalogue_admin) -> Client:
 
 @pytest.fixture
 def small(db, demo_folder):
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     rows = [r for r in read_catalogue_csv(demo_folder / "catalogue.csv")
             if r.series in ("Lune", "Mercato", "Summit")]

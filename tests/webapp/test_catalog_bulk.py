@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from webapp.catalog.bulk import Action, catalogue_export, import_apply
+from webapp.catalog.bulk import Action, catalogue_import, import_apply
 from webapp.catalog.bundles import open_folder_bundle, open_zip_bundle
+from webapp.catalog.export import catalogue_export
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
-from webapp.catalog.services import catalogue_import, sku_images_add, sku_set_active
+from webapp.catalog.services import sku_images_add, sku_set_active
 from webapp.catalog.validation import image_check
 
 HEADER = ("sku_code,name,category,brand,series,colour,material,size,images,active,"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU, Category, SKUImage
-from webapp.catalog.services import catalogue_import
 
 GROCERY = Path(__file__).resolve().parents[3] / "shared" / "data" / "grocery"
 

@@ -30,7 +30,8 @@ from webapp.catalog.services import (
 from webapp.catalog.validation import ValidImage, image_check
 from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
-from webapp.matching.services import match_request_create, match_request_run
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 
 NEW_DEMO_SKU = "DEMO-KIR-HAR-01"  # a demo tote the `catalogue` fixture leaves out
 

@@ -30,8 +30,8 @@ def admin(catalogue_admin):
 @pytest.fixture
 def small(db, demo_folder):
     """Three SKUs, imported but not indexed: enough for pages that need no search."""
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     rows = list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:3]
     catalogue_import(rows=rows, image_root=demo_folder)

@@ -28,7 +28,7 @@ from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_publish
 from webapp.matching.models import MatchRequest, QueryPhoto
-from webapp.matching.services import match_request_create, match_request_retry
+from webapp.matching.requests import match_request_create, match_request_retry
 from webapp.sweeper import stuck_work_sweep
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

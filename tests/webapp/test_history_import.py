@@ -16,10 +16,10 @@ from PIL import Image
 from tests.webapp.conftest import jpeg_bytes
 from tests.webapp.history_helpers import bundle, folder, media_files, nothing_imported, photo
 from webapp.audit.models import AuditEntry
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.bundles import FolderSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError, read_catalogue_csv
 from webapp.catalog.models import SKU
-from webapp.catalog.services import catalogue_import
 from webapp.history import services
 from webapp.history.format import parse_history_csv
 from webapp.history.models import HistoryImport, HistoryPhoto

@@ -11,19 +11,22 @@ from django.urls import reverse
 
 from tests.webapp.conftest import demo_photo_upload, logged_in
 from tests.webapp.history_helpers import bundle, photo
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.bundles import open_zip_csv
 from webapp.catalog.importing import read_catalogue_csv
 from webapp.catalog.models import SKU, SKUImage
-from webapp.catalog.services import catalogue_import
 from webapp.history.format import parse_history_csv
+from webapp.history.isolation import history_isolation_run
 from webapp.history.models import HistoryImport
-from webapp.history.services import history_import_run, history_isolation_run
+from webapp.history.services import history_import_run
 from webapp.learning.dataset import is_holdout, labelled_requests, training_data_export
 from webapp.learning.gate import evaluation_sets, gallery_images
 from webapp.matching.calibration import thresholds_recalibrate
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import MatchRequest, QueryPhoto
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 from webapp.matching.selectors import recent_requests
-from webapp.matching.services import decision_record, match_request_create, match_request_run
 from webapp.review import stats
 
 

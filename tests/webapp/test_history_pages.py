@@ -9,8 +9,8 @@ from django.urls import reverse
 
 from tests.webapp.conftest import logged_in
 from tests.webapp.history_helpers import HEADER, bundle, nothing_imported, photo
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.importing import read_catalogue_csv
-from webapp.catalog.services import catalogue_import
 from webapp.history import tasks
 from webapp.history.models import HistoryImport
 from webapp.matching.models import MatchRequest

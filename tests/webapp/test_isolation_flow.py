@@ -13,14 +13,11 @@ from ml.backends.oracle import box_iou
 from ml.types import Box
 from tests.webapp.conftest import demo_photo_upload, logged_in, upload
 from webapp import ml_gateway
+from webapp.matching.decisions import DecisionError
 from webapp.matching.exports import detector_dataset_export
 from webapp.matching.models import MatchRequest, QueryPhoto
-from webapp.matching.services import (
-    DecisionError,
-    match_request_create,
-    match_request_run,
-    query_photo_box_correct,
-)
+from webapp.matching.requests import match_request_create, query_photo_box_correct
+from webapp.matching.runner import match_request_run
 
 
 def _done(appraiser) -> MatchRequest:
@@ -119,9 +116,9 @@ GROCERY_COCO = {"Banana": "banana", "Orange": "orange", "Golden-Delicious": "app
 def test_the_detector_finds_the_item_in_a_grocery_photo(appraiser, settings) -> None:
     """A real photo of a banana: the worker's detector boxes it, the mask stays inside the
     box, and the banana is the first candidate."""
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import grocery_rows
     from webapp.catalog.models import SKU, Category
-    from webapp.catalog.services import catalogue_import
     from webapp.learning.services import index_publish
 
     settings.DETECTOR_WEIGHTS = str(DETECTOR_WEIGHTS)

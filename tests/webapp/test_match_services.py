@@ -7,15 +7,10 @@ from django.conf import settings as django_settings
 
 from tests.webapp.conftest import demo_photo_upload, upload
 from webapp.catalog.models import SKU, Category, Series, SKUImage
+from webapp.matching.decisions import DecisionError, decision_record
 from webapp.matching.models import Decision, MatchRequest
-from webapp.matching.services import (
-    DecisionError,
-    decision_record,
-    match_request_create,
-    match_request_fail,
-    match_request_retry,
-    match_request_run,
-)
+from webapp.matching.requests import match_request_create, match_request_retry
+from webapp.matching.runner import match_request_fail, match_request_run
 from webapp.matching.tasks import run_match
 from webapp.review.models import BadCase
 

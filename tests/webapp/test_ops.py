@@ -9,8 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.webapp.conftest import demo_photo_upload, logged_in
 from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import Decision, MatchRequest
-from webapp.matching.services import decision_record, match_request_create, match_request_run
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -27,7 +27,7 @@ from webapp.learning.promotion import promotion_execute, promotion_request
 from webapp.learning.registry import checkpoint_store, model_version_register
 from webapp.learning.selectors import live_model_ref
 from webapp.matching.models import MatchRequest
-from webapp.matching.services import match_request_create
+from webapp.matching.requests import match_request_create
 from webapp.matching.tasks import run_match
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -50,7 +50,7 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str, logs: st
 def replica_workers(tmp_path: Path, monkeypatch) -> Iterator[tuple[str, list[Worker]]]:
     url = redis_url_or_skip()
     celery_app.conf.task_always_eager = False
-    monkeypatch.setattr("webapp.matching.services._enqueue", lambda request_id: None)
+    monkeypatch.setattr("webapp.matching.requests._enqueue", lambda request_id: None)
     monkeypatch.setattr("webapp.learning.promotion._enqueue", lambda promotion_id: None)
     started: list[Worker] = []
     yield url, started

@@ -20,7 +20,8 @@ from webapp.matching.calibration import (
     thresholds_recalibrate,
 )
 from webapp.matching.models import Candidate, Decision, FusionWeights, MatchRequest
-from webapp.matching.services import match_request_create, match_request_run
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 
 pytestmark = pytest.mark.django_db
 

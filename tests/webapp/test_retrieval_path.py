@@ -18,8 +18,10 @@ from webapp.catalog.models import SKU, SKUImage
 from webapp.learning import gate
 from webapp.learning.dataset import labelled_requests
 from webapp.learning.measure import consecutive_pairs
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import Decision
-from webapp.matching.services import decision_record, match_request_create, match_request_run
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import match_request_run
 
 from .conftest import jpeg_bytes, upload
 

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def skus(db, demo_folder) -> list[SKU]:
+    from webapp.catalog.bulk import catalogue_import
     from webapp.catalog.importing import read_catalogue_csv
-    from webapp.catalog.services import catalogue_import
 
     rows = [r for r in read_catalogue_csv(demo_folder / "catalogue.csv")][:6]
     assert not catalogue_import(rows=rows, image_root=demo_folder).errors

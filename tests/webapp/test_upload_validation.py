@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.webapp.conftest import demo_photo_upload, jpeg_bytes, logged_in, upload
 from webapp.matching.models import MatchRequest, QueryPhoto
-from webapp.matching.services import match_request_create
+from webapp.matching.requests import match_request_create
 from webapp.matching.validation import PhotoValidationError
 
 
@@ -158,7 +158,7 @@ def test_full_disk_keeps_nothing(appraiser, monkeypatch, settings) -> None:
 
     from django.core.files.storage import FileSystemStorage
 
-    from webapp.matching.services import StorageFullError
+    from webapp.matching.runner import StorageFullError
 
     real_save = FileSystemStorage._save
     calls = {"n": 0}

@@ -12,7 +12,7 @@ from tests.webapp.conftest import demo_photo_upload
 from tests.webapp.workers import Worker, redis_url_or_skip
 from webapp.config.celery import app as celery_app
 from webapp.matching.models import MatchRequest
-from webapp.matching.services import match_request_create
+from webapp.matching.requests import match_request_create
 from webapp.matching.tasks import run_match
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -30,7 +30,7 @@ def broker(monkeypatch) -> Iterator[str]:
             lambda: run_match.apply_async((request_id,), connection=connection, queue="gpu")
         )
 
-    monkeypatch.setattr("webapp.matching.services._enqueue", enqueue)
+    monkeypatch.setattr("webapp.matching.requests._enqueue", enqueue)
     yield url
     connection.release()
     celery_app.conf.task_always_eager = True

@@ -17,6 +17,13 @@ from webapp.api.fields import IdField, SearchTextField
 from webapp.api.permissions import IsAppraiser
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
+from webapp.matching.decisions import (
+    DecisionError,
+    DecisionInvalid,
+    decision_record,
+    decision_undo,
+    decision_undo_deadline,
+)
 from webapp.matching.models import Candidate, Decision, MatchRequest
 from webapp.matching.query_inputs import (
     MAX_QUERY_TEXT_CHARS,
@@ -24,20 +31,13 @@ from webapp.matching.query_inputs import (
     MAX_SOFT_ATTRIBUTES,
     QueryInputError,
 )
+from webapp.matching.requests import match_request_create
+from webapp.matching.runner import StorageFullError
 from webapp.matching.selectors import (
     HISTORY_SHOWS,
     match_request_for,
     request_history,
     request_with_candidates,
-)
-from webapp.matching.services import (
-    DecisionError,
-    DecisionInvalid,
-    StorageFullError,
-    decision_record,
-    decision_undo,
-    decision_undo_deadline,
-    match_request_create,
 )
 from webapp.matching.validation import PhotoValidationError
 

@@ -1,4 +1,4 @@
-"""Bulk import (a dry run first, then all or nothing) and export in the same format.
+"""Bulk import: a dry run first, then all or nothing (export, in the same format: export.py).
 
 The plan says, row by row, what an import would create, change or reject and why; applying
 re-plans inside the transaction (the catalogue may have moved on since the dry run) and
@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import io
 import logging
-import re
-import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
 from webapp.audit.services import audit_record, field_changes
-from webapp.catalog.bundles import CSV_NAME, Bundle, ImageSource, open_zip_bundle
+from webapp.catalog.bundles import Bundle, FolderSource, ImageSource, open_zip_bundle
 from webapp.catalog.importing import (
     CatalogueFormatError,
     CatalogueRow,
     ParsedCatalogue,
     ParsedRow,
-    safe_relative_path,
-    write_catalogue_csv,
 )
 from webapp.catalog.models import SKU, Brand, CatalogueImport, Category, Series, SKUImage
 from webapp.catalog.services import (
@@ -305,6 +302,11 @@ def catalogue_import_rows(
     return report_of(plan)
 
 
+def catalogue_import(*, rows: Iterable[CatalogueRow], image_root: Path) -> ImportReport:
+    """Import rows whose images live under `image_root`, all or nothing."""
+    return catalogue_import_rows(rows=list(rows), source=FolderSource(image_root), actor=None)
+
+
 # ----- imports from the page: a row people can come back to --------------------------------
 
 
@@ -365,74 +367,3 @@ def import_bundles_prune(*, older_than_days: int) -> int:
         logger.info("pruned %d catalogue import uploads older than %d days", pruned,
                     older_than_days)
     return pruned
-
-
-# ----- export ---------------------------------------------------------------------------------
-
-
-def _export_path(sku: SKU, image: SKUImage, used: set[str]) -> str:
-    name = image.original_name
-    if name and safe_relative_path(name) and name != CSV_NAME and name not in used:
-        return name
-    code = re.sub(r"[^A-Za-z0-9._-]+", "_", sku.code)
-    base = PurePosixPath(image.image.name).name
-    candidate = f"images/{code}/{image.position:03d}-{base}"
-    suffix = 1
-    while candidate in used:
-        candidate = f"images/{code}/{image.position:03d}-{suffix}-{base}"
-        suffix += 1
-    return candidate
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    skus: int
-    images: int
-    missing_files: list[str]
-
-
-def catalogue_export(*, out: IO[bytes], include_inactive: bool = True) -> ExportSummary:
-    """Write catalogue.csv and every reference image into a zip: the import format."""
-    skus = SKU.objects.select_related("series__brand__category").prefetch_related("images")
-    if not include_inactive:
-        skus = skus.filter(is_active=True)
-    rows: list[CatalogueRow] = []
-    used: set[str] = set()
-    missing: list[str] = []
-    count = 0
-    with zipfile.ZipFile(out, "w") as archive:
-        for sku in skus.order_by("code"):
-            paths: list[str] = []
-            kept: list[SKUImage] = []
-            for image in sorted(sku.images.all(), key=lambda i: (i.position, i.id)):
-                try:
-                    with image.image.open("rb") as handle:
-                        data = handle.read()
-                except OSError:
-                    missing.append(image.image.name)
-                    continue
-                path = _export_path(sku, image, used)
-                used.add(path)
-                # Photos are compressed already: storing them is as small and much faster.
-                archive.writestr(path, data, compress_type=zipfile.ZIP_STORED)
-                paths.append(path)
-                kept.append(image)
-                count += 1
-            appraisal = frozenset(
-                path for path, image in zip(paths, kept, strict=True)
-                if image.source == SKUImage.Source.APPRAISAL
-            )
-            rows.append(CatalogueRow(
-                sku_code=sku.code, name=sku.name, category=sku.series.brand.category.name,
-                brand=sku.series.brand.name, series=sku.series.name, colour=sku.colour,
-                material=sku.material, size=sku.size, images=tuple(paths),
-                attributes={k: str(v) for k, v in sku.attributes.items()},
-                active=sku.is_active, appraisal_images=appraisal,
-            ))
-        text = io.StringIO()
-        write_catalogue_csv(text, rows)
-        archive.writestr(CSV_NAME, text.getvalue().encode("utf-8"),
-                         compress_type=zipfile.ZIP_DEFLATED)
-    if missing:
-        logger.warning("export: %d image files are missing: %s", len(missing), missing[:5])
-    return ExportSummary(len(rows), count, missing)

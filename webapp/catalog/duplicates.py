@@ -195,10 +195,8 @@ def duplicate_scan_request(*, actor: Actor, threshold: float | None = None) -> D
 
 def duplicate_scan_run(*, scan_id: int) -> bool:
     """Compute and store; returns False when another delivery already ran this scan."""
-    claimed = DuplicateScan.objects.filter(
-        pk=scan_id, status__in=[DuplicateScan.Status.QUEUED, DuplicateScan.Status.RUNNING]
-    ).update(status=DuplicateScan.Status.RUNNING)
-    if not claimed:
+    # A redelivery may take over a running scan: it only recomputes and stores the same pairs.
+    if not DuplicateScan.claim(scan_id, takeover=True):
         return False
     scan = DuplicateScan.objects.get(pk=scan_id)
     started = time.perf_counter()
@@ -214,9 +212,7 @@ def duplicate_scan_run(*, scan_id: int) -> bool:
 
 
 def duplicate_scan_fail(*, scan_id: int, error: str) -> None:
-    DuplicateScan.objects.filter(pk=scan_id).exclude(status=DuplicateScan.Status.DONE).update(
-        status=DuplicateScan.Status.FAILED, error=error[:2000], finished_at=timezone.now()
-    )
+    DuplicateScan.fail(scan_id, error=error)
 
 
 def _resolve(pair: DuplicatePair, status: str, actor: Actor) -> None:

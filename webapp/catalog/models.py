@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from webapp.jobs import JobRow
+
 
 class Category(models.Model):
     name = models.CharField(max_length=120, unique=True)
@@ -150,7 +152,7 @@ class DuplicatePair(models.Model):
         return f"{self.sku_a_id} ~ {self.sku_b_id} ({self.status})"
 
 
-class DuplicateScan(models.Model):
+class DuplicateScan(JobRow):
     """One near-duplicate scan: a row the page polls while the worker computes."""
 
     class Status(models.TextChoices):
@@ -164,11 +166,10 @@ class DuplicateScan(models.Model):
     )
     threshold = models.FloatField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     images_compared = models.PositiveIntegerField(default=0)
     pairs_found = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+
+    FAIL_KEEPS = (Status.DONE,)
 
     class Meta:
         ordering = ["-created_at"]
@@ -181,7 +182,7 @@ class DuplicateScan(models.Model):
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
-class CatalogueImport(models.Model):
+class CatalogueImport(JobRow):
     """A bulk import: planned by a dry run, then applied (all or nothing) or refused."""
 
     class Status(models.TextChoices):
@@ -192,7 +193,6 @@ class CatalogueImport(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
     # The upload, always kept as one zip (catalogue.csv at its root, images inside).
     bundle = models.FileField(upload_to="imports/%Y/%m/")
     original_name = models.CharField(max_length=255, blank=True)
@@ -200,6 +200,8 @@ class CatalogueImport(models.Model):
     # The row-by-row plan of the last run (see webapp.catalog.bulk.ImportPlan.as_json).
     report = models.JSONField(default=dict, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
+
+    FAIL_KEEPS = (Status.APPLIED,)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,7 +2,7 @@
 
 Every change is audited and, once committed, enqueues `learning.sync_index`, so the search
 index follows the catalogue incrementally (the hourly beat sync is the safety net).
-Bulk import and export live in webapp.catalog.bulk; `catalogue_import` is re-exported here.
+Bulk import and export live in webapp.catalog.bulk, which calls these.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
@@ -20,12 +19,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from webapp.audit.services import audit_record, field_changes
-from webapp.catalog.importing import CatalogueRow
 from webapp.catalog.models import SKU, Brand, Category, DuplicatePair, Series, SKUImage
 from webapp.catalog.validation import ValidImage
-
-if TYPE_CHECKING:
-    from webapp.catalog.bulk import ImportReport
 
 logger = logging.getLogger(__name__)
 
@@ -368,11 +363,3 @@ def hierarchy_delete(*, node: HierarchyNode, actor: Actor) -> None:
     audit_record(actor=actor, action=f"{type(node)._meta.model_name}.delete", obj=node,
                  changes={"name": [node.name, None]})
     node.delete()
-
-
-def catalogue_import(*, rows: Iterable[CatalogueRow], image_root: Path) -> ImportReport:
-    """Import rows whose images live under `image_root`, all or nothing (see bulk.py)."""
-    from webapp.catalog.bulk import catalogue_import_rows
-    from webapp.catalog.bundles import FolderSource
-
-    return catalogue_import_rows(rows=list(rows), source=FolderSource(image_root), actor=None)

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 from django.conf import settings
 
 from webapp.catalog.bulk import import_bundles_prune
 from webapp.catalog.duplicates import duplicate_scan_fail, duplicate_scan_run
+from webapp.jobs import job_task
 
-logger = logging.getLogger(__name__)
+
+def _scan_fail(scan_id: int, error: str) -> None:
+    duplicate_scan_fail(scan_id=scan_id, error=error)
 
 
-# On the gpu queue: those are the workers every deployment runs (the scan uses Faiss too).
-@shared_task(name="catalog.scan_duplicates", queue="gpu", acks_late=True,
-             reject_on_worker_lost=True, ignore_result=True)
-def scan_duplicates(scan_id: int) -> None:
-    try:
-        duplicate_scan_run(scan_id=scan_id)
-    except Exception as exc:  # noqa: BLE001 - shown on the page; a rescan is one click
-        logger.exception("duplicate scan %s failed", scan_id)
-        duplicate_scan_fail(scan_id=scan_id, error=f"{type(exc).__name__}: {exc}")
+# No retries: any failure is shown on the page, and a rescan is one click. The gpu queue
+# (CELERY_TASK_ROUTES): those are the workers every deployment runs (the scan uses Faiss too).
+@job_task(name="catalog.scan_duplicates", fail=_scan_fail, what="duplicate scan", max_retries=0)
+def scan_duplicates(scan_id: int, *, retried: bool) -> None:
+    duplicate_scan_run(scan_id=scan_id)
 
 
 @shared_task(name="catalog.prune_import_bundles", ignore_result=True)

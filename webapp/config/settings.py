@@ -396,9 +396,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Every task's queue, here and nowhere else. gpu: where the models are (the solo-pool workers
+# every deployment runs); default: CPU and disk work, and the beat tasks.
 CELERY_TASK_ROUTES = {
     "matching.run_match": {"queue": "gpu"},
+    "matching.record_failure": {"queue": "gpu"},
     "learning.*": {"queue": "gpu"},
+    "catalog.scan_duplicates": {"queue": "gpu"},
+    "history.isolate_photos": {"queue": "gpu"},
+    "history.run_import": {"queue": "default"},
 }
 # Uploaded catalogue import zips are kept this long (for the dry run, then the apply).
 IMPORT_BUNDLE_DAYS = env_int("SKULENS_IMPORT_BUNDLE_DAYS", 7)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from webapp.jobs import JobRow
 from webapp.matching.models import MatchRequest, QueryPhoto
 
 
-class HistoryImport(models.Model):
+class HistoryImport(JobRow):
     class Status(models.TextChoices):
         QUEUED = "queued", "Waiting for the dry run"
         PLANNING = "planning", "Dry run running"
@@ -35,7 +36,6 @@ class HistoryImport(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
     # Who pressed "Import": the imported decisions are recorded as theirs.
     applied_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -51,11 +51,7 @@ class HistoryImport(models.Model):
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
     # The row-by-row plan (webapp.history.services.HistoryPlan.as_json) of the last pass.
     report = models.JSONField(default=dict, blank=True)
     items_created = models.PositiveIntegerField(default=0)
@@ -66,6 +62,8 @@ class HistoryImport(models.Model):
     photos_isolated = models.PositiveIntegerField(default=0)
     isolation_error = models.TextField(blank=True)
     isolation_heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    FAIL_KEEPS = (Status.APPLIED,)
 
     class Meta:
         ordering = ["-created_at", "-id"]

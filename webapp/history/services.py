@@ -16,7 +16,8 @@ compare-and-swap; the command line runs the same code in-process. Applying is al
 the photos are stored first (outside any transaction, so progress shows), then every row is
 written in one transaction; any rejected row or error deletes the files again. After it
 commits, `learning.sync_index` indexes the new reference images and `history.isolate_photos`
-(gpu queue) finds each photo's item box, so training crops match what queries see.
+(gpu queue, webapp.history.isolation) finds each photo's item box, so training crops match
+what queries see.
 """
 
 from __future__ import annotations
@@ -25,25 +26,22 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
-from PIL import Image
 
-from ml.images import load_rgb
 from webapp.audit.services import audit_record
 from webapp.catalog.bundles import ImageSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.services import Actor, index_sync_on_commit
+from webapp.enqueue import enqueue_on_commit
 from webapp.history.format import HISTORY_CSV_NAME, HistoryRow, parse_history_csv
 from webapp.history.models import HistoryImport, HistoryPhoto
 from webapp.history.planning import (
@@ -55,10 +53,6 @@ from webapp.history.planning import (
     plan_rows,
 )
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
-from webapp.sweeper import enqueue_on_commit
-
-if TYPE_CHECKING:
-    from webapp.ml_gateway import Isolation
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +61,6 @@ SYSTEM_USERNAME = "history-import"
 # A working row whose heartbeat is older than this lost its worker and may be taken over.
 STALE_AFTER = timedelta(minutes=10)
 PROGRESS_EVERY_S = 1.0
-ISOLATION_CHUNK = 16
 BULK = 500
 
 Status = HistoryImport.Status
@@ -332,15 +325,12 @@ def history_import_run(
 
 
 def _enqueue_run(import_id: int) -> None:
-    from webapp.history.tasks import run_import
-
-    enqueue_on_commit(run_import, import_id)  # a broker that is down: the sweeper resends
+    # A broker that is down: the sweeper resends.
+    enqueue_on_commit("history.run_import", import_id)
 
 
 def _enqueue_isolation(import_id: int) -> None:
-    from webapp.history.tasks import isolate_photos
-
-    enqueue_on_commit(isolate_photos, import_id)
+    enqueue_on_commit("history.isolate_photos", import_id)
 
 
 def history_import_start(*, actor: Actor, zip_data: bytes, original_name: str) -> HistoryImport:
@@ -378,15 +368,11 @@ def _claim(import_id: int, *, takeover: bool) -> str | None:
 
     A row already working is taken over only when its heartbeat is stale (its worker died)
     or when `takeover` says this delivery is the retry of the one that held it."""
-    stale = timezone.now() - STALE_AFTER
     for waiting, working in ((Status.QUEUED, Status.PLANNING),
                              (Status.APPLY_QUEUED, Status.APPLYING)):
-        held = Q(status=working) if takeover else Q(status=working, heartbeat_at__lt=stale)
-        claimed = HistoryImport.objects.filter(Q(pk=import_id) & (Q(status=waiting) | held)).update(
-            status=working, started_at=timezone.now(), heartbeat_at=timezone.now(),
-            rows_done=0, attempts=F("attempts") + 1,
-        )
-        if claimed:
+        if HistoryImport.claim(import_id, takeover=True if takeover else STALE_AFTER,
+                               waiting=waiting, working=working,
+                               rows_done=0, attempts=F("attempts") + 1):
             return working
     return None
 
@@ -424,9 +410,7 @@ def history_import_execute(*, import_id: int, takeover: bool = False) -> bool:
 
 def history_import_fail(*, import_id: int, error: str) -> None:
     """An error (not a rejected row): shown on the page; nothing was imported."""
-    HistoryImport.objects.filter(pk=import_id).exclude(status=Status.APPLIED).update(
-        status=Status.FAILED, error=error[:2000], stage="", finished_at=timezone.now()
-    )
+    HistoryImport.fail(import_id, error=error, stage="")
 
 
 def history_bundles_prune(*, older_than_days: int) -> int:
@@ -438,94 +422,3 @@ def history_bundles_prune(*, older_than_days: int) -> int:
         HistoryImport.objects.filter(pk=record.pk).update(bundle="")
         pruned += 1
     return pruned
-
-
-# ----- isolation: the item box of every imported photo, as queries get it ------------------
-
-
-def _claim_isolation(import_id: int, *, takeover: bool) -> bool:
-    stale = timezone.now() - STALE_AFTER
-    Isolation = HistoryImport.Isolation
-    held = (Q(isolation=Isolation.RUNNING) if takeover
-            else Q(isolation=Isolation.RUNNING, isolation_heartbeat_at__lt=stale))
-    return bool(HistoryImport.objects.filter(
-        Q(pk=import_id, status=Status.APPLIED) & (Q(isolation=Isolation.QUEUED) | held)
-    ).update(isolation=Isolation.RUNNING, isolation_heartbeat_at=timezone.now(),
-             isolation_error=""))
-
-
-def _isolation_store(photo: QueryPhoto, isolation: Isolation, folder: str) -> None:
-    box = isolation.box
-    photo.box = [round(box.x0, 1), round(box.y0, 1), round(box.x1, 1), round(box.y1, 1)]
-    photo.box_source = isolation.source
-    photo.detection_label = isolation.label
-    photo.detection_confidence = isolation.confidence
-    storage = photo.mask.storage
-    if photo.mask:
-        storage.delete(photo.mask.name)
-        photo.mask.name = ""
-    if isolation.mask is not None:
-        buffer = io.BytesIO()
-        Image.fromarray(isolation.mask.astype(np.uint8) * 255).save(buffer, "PNG", optimize=True)
-        name = f"{folder}/masks/p{photo.pk}.png"
-        storage.delete(name)  # a redelivered chunk writes the same name again
-        photo.mask.name = storage.save(name, ContentFile(buffer.getvalue()))
-    photo.save(update_fields=["box", "box_source", "detection_label", "detection_confidence",
-                              "mask"])
-
-
-def history_isolation_run(
-    *, import_id: int, takeover: bool = False, chunk: int = ISOLATION_CHUNK,
-    max_chunks: int | None = None, echo: Callable[[int, int], None] | None = None,
-) -> bool:
-    """Detect and segment the imported photos not isolated yet, `chunk` at a time, at most
-    `max_chunks` chunks; True when some remain (the row is queued again for the next call).
-
-    The task does one chunk per message and queues the next, so matches waiting on the same
-    gpu worker go in between. Photos never isolated train on the full frame
-    (`review.crops.query_photo_crop`)."""
-    from webapp import ml_gateway  # the models: only this step needs torch, not the import
-
-    if not _claim_isolation(import_id, takeover=takeover):
-        return False
-    mine = QueryPhoto.objects.filter(history__history_import_id=import_id)
-    pending = mine.filter(box_source="")
-    total = mine.count()
-    folder = f"history/{import_id}"
-    chunks = 0
-    while max_chunks is None or chunks < max_chunks:
-        batch = list(pending.select_related("request__decision__sku__series__brand__category")
-                     .order_by("pk")[:chunk])
-        if not batch:
-            break
-        chunks += 1
-        by_classes: dict[tuple[str, ...], list[QueryPhoto]] = {}
-        for photo in batch:
-            category = photo.request.decision.sku.series.brand.category
-            by_classes.setdefault(tuple(category.detection_classes), []).append(photo)
-        for classes, photos in by_classes.items():
-            images = []
-            for photo in photos:
-                with photo.image.open("rb") as handle:
-                    images.append(load_rgb(handle.read()))
-            _, isolations = ml_gateway.isolate_items(
-                images, corrected_boxes=[None] * len(images), classes=classes, timings={}
-            )
-            with transaction.atomic():
-                for photo, isolation in zip(photos, isolations, strict=True):
-                    _isolation_store(photo, isolation, folder)
-        done = total - pending.count()
-        HistoryImport.objects.filter(pk=import_id).update(
-            photos_isolated=done, isolation_heartbeat_at=timezone.now())
-        if echo is not None:
-            echo(done, total)
-    more = pending.exists()
-    HistoryImport.objects.filter(pk=import_id, isolation=HistoryImport.Isolation.RUNNING).update(
-        isolation=HistoryImport.Isolation.QUEUED if more else HistoryImport.Isolation.DONE,
-        photos_isolated=total - pending.count(), isolation_heartbeat_at=timezone.now())
-    return more
-
-
-def history_isolation_fail(*, import_id: int, error: str) -> None:
-    HistoryImport.objects.filter(pk=import_id).update(
-        isolation=HistoryImport.Isolation.FAILED, isolation_error=error[:2000])

@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from webapp.jobs import JobRow
 
-class IndexVersion(models.Model):
+
+class IndexVersion(JobRow):
     class Status(models.TextChoices):
         BUILDING = "building", "Building"
         READY = "ready", "Ready"
@@ -23,10 +25,9 @@ class IndexVersion(models.Model):
     added = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+
+    FAIL_KEEPS = (Status.READY, Status.PRUNED)
 
     class Meta:
         ordering = ["-created_at"]
@@ -40,7 +41,7 @@ class IndexVersion(models.Model):
         return self.name
 
 
-class TrainingRun(models.Model):
+class TrainingRun(JobRow):
     """One retraining of the embedding network; the page polls this row, never the GPU."""
 
     class Status(models.TextChoices):
@@ -63,13 +64,7 @@ class TrainingRun(models.Model):
     options = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Updated while the worker is alive; a RUNNING row with an old heartbeat was orphaned.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     stage = models.CharField(max_length=40, blank=True)
-    progress = models.FloatField(default=0.0)  # percent
     epoch = models.PositiveIntegerField(default=0)
     epochs = models.PositiveIntegerField(default=0)
     step = models.PositiveIntegerField(default=0)
@@ -77,13 +72,15 @@ class TrainingRun(models.Model):
     loss = models.FloatField(null=True, blank=True)
     eta_s = models.FloatField(null=True, blank=True)
     log = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     # Bad cases resolved up to this instant are in the data; later ones count toward the next run.
     data_cutoff = models.DateTimeField(null=True, blank=True)
     data_snapshot = models.JSONField(default=dict, blank=True)
     cause_weights = models.JSONField(default=dict, blank=True)
     config = models.JSONField(default=dict, blank=True)
     history = models.JSONField(default=list, blank=True)
+
+    FAIL_KEEPS = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    ERROR_MAX_CHARS = 4000
 
     class Meta:
         ordering = ["-created_at"]
@@ -149,7 +146,7 @@ class ModelVersion(models.Model):
         return self.name
 
 
-class Promotion(models.Model):
+class Promotion(JobRow):
     """Making a model live: re-embed the catalogue, build its index, swap both atomically."""
 
     class Kind(models.TextChoices):
@@ -173,10 +170,9 @@ class Promotion(models.Model):
     index_version = models.ForeignKey(
         IndexVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+
+    FAIL_KEEPS = (Status.DONE,)
+    ERROR_MAX_CHARS = 4000
 
     class Meta:
         ordering = ["-created_at"]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from webapp.audit.services import audit_record
@@ -73,12 +72,7 @@ def promotion_request(
 def _claim(promotion_id: int) -> bool:
     # A redelivered task (its worker died) may take over a RUNNING row: publishing is safe to
     # repeat, it only writes another version directory.
-    return bool(
-        Promotion.objects.filter(
-            Q(status=Promotion.Status.QUEUED) | Q(status=Promotion.Status.RUNNING),
-            pk=promotion_id,
-        ).update(status=Promotion.Status.RUNNING, started_at=timezone.now())
-    )
+    return Promotion.claim(promotion_id, takeover=True)
 
 
 def promotion_execute(*, promotion_id: int) -> bool:
@@ -116,6 +110,4 @@ def promotion_execute(*, promotion_id: int) -> bool:
 
 
 def promotion_fail(*, promotion_id: int, error: str) -> None:
-    Promotion.objects.filter(pk=promotion_id).exclude(status=Promotion.Status.DONE).update(
-        status=Promotion.Status.FAILED, error=error[:4000], finished_at=timezone.now()
-    )
+    Promotion.fail(promotion_id, error=error)

@@ -49,8 +49,9 @@ from webapp.learning.training import (
     training_run_fail,
     training_run_request,
 )
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import Decision, MatchRequest
-from webapp.matching.services import decision_record, match_request_create
+from webapp.matching.requests import match_request_create
 from webapp.review.models import BadCase
 from webapp.review.services import bad_case_resolve
 

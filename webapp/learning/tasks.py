@@ -1,13 +1,9 @@
 from __future__ import annotations
 
-import logging
+from celery import shared_task
 
-from celery import Task, shared_task
-from django.db import InterfaceError, OperationalError
-
+from webapp.jobs import exponential_backoff, job_task, linear_backoff
 from webapp.learning.services import index_publish
-
-logger = logging.getLogger(__name__)
 
 
 @shared_task(name="learning.sync_index", acks_late=True, ignore_result=True)
@@ -20,47 +16,33 @@ def sync_index() -> int:
 # Both run on the gpu queue (CELERY_TASK_ROUTES "learning.*"); the rows' status guards make a
 # redelivered message return early.
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+def _training_run_fail(run_id: int, error: str) -> None:
+    from webapp.learning.training import training_run_fail
+
+    training_run_fail(run_id=run_id, error=error)
 
 
-@shared_task(
-    name="learning.train_model", bind=True, acks_late=True, reject_on_worker_lost=True,
-    max_retries=3, ignore_result=True,
-)
-def train_model(self: Task, run_id: int) -> None:
-    from webapp.learning.training import training_run_execute, training_run_fail
+def _promotion_fail(promotion_id: int, error: str) -> None:
+    from webapp.learning.promotion import promotion_fail
 
-    try:
-        training_run_execute(run_id=run_id)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= 3:
-            training_run_fail(run_id=run_id, error=f"Database unavailable: {exc}")
-            return
-        # The claim only takes over a RUNNING row once its heartbeat is stale.
-        raise self.retry(exc=exc, countdown=60 * (self.request.retries + 1)) from exc
-    except Exception as exc:  # noqa: BLE001 - shown on the run's page
-        logger.exception("training run %s failed", run_id)
-        training_run_fail(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+    promotion_fail(promotion_id=promotion_id, error=error)  # the old pair stays live
 
 
-@shared_task(
-    name="learning.promote_model", bind=True, acks_late=True, reject_on_worker_lost=True,
-    max_retries=3, ignore_result=True,
-)
-def promote_model(self: Task, promotion_id: int) -> None:
-    from webapp.learning.promotion import promotion_execute, promotion_fail
+# The claim only takes over a RUNNING run once its heartbeat is stale: retry slowly.
+@job_task(name="learning.train_model", fail=_training_run_fail, what="training run",
+          backoff_s=linear_backoff(60))
+def train_model(run_id: int, *, retried: bool) -> None:
+    from webapp.learning.training import training_run_execute
 
-    try:
-        promotion_execute(promotion_id=promotion_id)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= 3:
-            promotion_fail(promotion_id=promotion_id, error=f"Database unavailable: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
-    except Exception as exc:  # noqa: BLE001 - shown on the models page; the old pair stays live
-        logger.exception("promotion %s failed", promotion_id)
-        promotion_fail(promotion_id=promotion_id, error=f"{type(exc).__name__}: {exc}")
-        return
+    training_run_execute(run_id=run_id)
+
+
+@job_task(name="learning.promote_model", fail=_promotion_fail, what="promotion",
+          backoff_s=exponential_backoff)
+def promote_model(promotion_id: int, *, retried: bool) -> None:
+    from webapp.learning.promotion import promotion_execute
+
+    promotion_execute(promotion_id=promotion_id)
     prune_artifacts.delay()
 
 

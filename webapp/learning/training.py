@@ -105,20 +105,12 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
 
 
 def training_run_fail(*, run_id: int, error: str) -> None:
-    TrainingRun.objects.filter(
-        pk=run_id, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
-    ).update(status=TrainingRun.Status.FAILED, error=error[:4000], finished_at=timezone.now())
+    TrainingRun.fail(run_id, error=error)  # only a queued or running one
 
 
 def _claim(run_id: int) -> bool:
-    now = timezone.now()
-    orphaned = Q(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
-    return bool(
-        TrainingRun.objects.filter(Q(status=TrainingRun.Status.QUEUED) | orphaned, pk=run_id)
-        .filter(cancel_requested=False)
-        .update(status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now,
-                stage="exporting data", progress=1.0, error="")
-    )
+    return TrainingRun.claim(run_id, takeover=STALE_AFTER, also=Q(cancel_requested=False),
+                             stage="exporting data", progress=1.0, error="")
 
 
 class RunReporter(logging.Handler):

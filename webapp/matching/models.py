@@ -6,9 +6,10 @@ from django.conf import settings
 from django.db import models
 
 from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+from webapp.jobs import JobRow
 
 
-class MatchRequest(models.Model):
+class MatchRequest(JobRow):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -18,12 +19,10 @@ class MatchRequest(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="match_requests"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=40, blank=True)
-    progress = models.PositiveSmallIntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)  # whole percent
     attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
     # Optional filters chosen by the appraiser.
     category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL)
     brand = models.ForeignKey(Brand, null=True, blank=True, on_delete=models.SET_NULL)
@@ -32,14 +31,12 @@ class MatchRequest(models.Model):
     relaxed_filters = models.JSONField(default=list, blank=True)
     model_version = models.CharField(max_length=120, blank=True)
     index_version = models.CharField(max_length=120, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     # Last time a task was sent for it: the sweeper re-sends QUEUED rows whose message was
     # lost (broker down at enqueue, the filesystem broker's deleted-on-receive messages).
     enqueued_at = models.DateTimeField(null=True, blank=True)
-    # Written every few seconds by the worker running it: a RUNNING row with an old heartbeat
-    # lost its worker and may be taken over; a fresh one may not (no match runs twice).
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # heartbeat_at (JobRow) is written every few seconds by the worker running it: a RUNNING
+    # row with an old heartbeat lost its worker and may be taken over; a fresh one may not (no
+    # match runs twice).
     timings_ms = models.JSONField(default=dict, blank=True)
     # Requests the worker ran through the model together with this one (itself included).
     batch_size = models.PositiveSmallIntegerField(default=1)
@@ -59,6 +56,8 @@ class MatchRequest(models.Model):
     # decided, no candidates; not live work, so kept out of the appraiser's pages and the
     # statistics of live decisions.
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.APPRAISAL)
+
+    FAIL_KEEPS = (Status.DONE,)
 
     class Meta:
         ordering = ["-created_at"]

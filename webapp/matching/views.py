@@ -18,9 +18,22 @@ from ml.types import Box
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
 from webapp.matching.calibration import confident_threshold
+from webapp.matching.decisions import (
+    DecisionError,
+    decision_record,
+    decision_undo,
+    decision_undo_deadline,
+    decision_undoable_by,
+)
 from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
 from webapp.matching.query_inputs import MAX_QUERY_TEXT_CHARS, MAX_SOFT_ATTRIBUTES, QueryInputError
+from webapp.matching.requests import (
+    match_request_create,
+    match_request_retry,
+    query_photo_box_correct,
+)
+from webapp.matching.runner import StorageFullError
 from webapp.matching.selectors import (
     HISTORY_SHOWS,
     match_request_for,
@@ -28,17 +41,6 @@ from webapp.matching.selectors import (
     recent_requests,
     request_history,
     request_with_candidates,
-)
-from webapp.matching.services import (
-    DecisionError,
-    StorageFullError,
-    decision_record,
-    decision_undo,
-    decision_undo_deadline,
-    decision_undoable_by,
-    match_request_create,
-    match_request_retry,
-    query_photo_box_correct,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
 from webapp.params import choice_param, int_param, search_text

@@ -15,11 +15,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.bulk import (
     ImportPlan,
-    catalogue_export,
     catalogue_import_commit,
     catalogue_import_start,
 )
 from webapp.catalog.bundles import zip_from_uploads
+from webapp.catalog.export import catalogue_export
 from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.index_status import index_status
 from webapp.catalog.models import CatalogueImport

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from webapp.catalog.bulk import catalogue_export
+from webapp.catalog.export import catalogue_export
 
 
 class Command(BaseCommand):

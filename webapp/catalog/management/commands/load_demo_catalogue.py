@@ -7,13 +7,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.demo import (
     demo_detection_classes_set,
     write_demo_catalogue,
     write_demo_history,
 )
 from webapp.catalog.importing import read_catalogue_csv
-from webapp.catalog.services import catalogue_import
 
 # The demo's catalogue admin (create_demo_users): the history's decisions are recorded as theirs.
 DEMO_ADMIN = "admin"

@@ -16,8 +16,9 @@ from webapp.history.format import (
     grocery_history_rows,
     parse_history_csv,
 )
+from webapp.history.isolation import history_isolation_run
 from webapp.history.planning import Action, HistoryPlan
-from webapp.history.services import history_import_run, history_isolation_run
+from webapp.history.services import history_import_run
 
 
 class Command(BaseCommand):
