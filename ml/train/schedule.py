@@ -1,16 +1,43 @@
-"""The learning-rate schedule and the time budget that re-plans it.
+"""The optimiser, its learning-rate schedule and the time budget that re-plans it.
 
-Linear warm-up, then cosine decay to a floor over the planned epochs. With a time budget
-(``max_minutes``) the plan is re-made after every epoch at the latest epoch's pace, so a
-budget shortens the schedule instead of cutting it off at a high learning rate.
+AdamW with separate backbone and head learning rates; linear warm-up, then cosine decay to a
+floor over the planned epochs. With a time budget (``max_minutes``) the plan is re-made after
+every epoch at the latest epoch's pace, so a budget shortens the schedule instead of cutting
+it off at a high learning rate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
+from ml.model import EmbeddingNet
+
+
+def build_optimizer(
+    model: EmbeddingNet,
+    extra_groups: Sequence[dict[str, Any]],
+    *,
+    lr_backbone: float,
+    lr_head: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: the backbone at ``lr_backbone``; the head and the
+    pooling's scalars (e.g. GeM's ``p``) at ``lr_head``; then ``extra_groups`` (the multitask
+    heads). Groups without trainable parameters are left out."""
+    backbone = [p for p in model.backbone_parameters() if p.requires_grad]
+    head = [p for p in model.head_parameters() if p.requires_grad]
+    pooling = [p for p in model.backbone.parameters() if p.ndim == 0 and p.requires_grad]
+    backbone = [p for p in backbone if all(p is not q for q in pooling)]
+    groups = [
+        {"params": backbone, "lr": lr_backbone, "name": "backbone"},
+        {"params": head + pooling, "lr": lr_head, "name": "head"},
+    ]
+    groups.extend(extra_groups)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -95,4 +122,4 @@ class CosineSchedule:
         return True
 
 
-__all__ = ["CosineSchedule", "epochs_within_budget", "lr_lambda"]
+__all__ = ["CosineSchedule", "build_optimizer", "epochs_within_budget", "lr_lambda"]

@@ -44,10 +44,15 @@ from ml.train.data import (
     split_holdout,
 )
 from ml.train.heads import AuxiliaryHeads
-from ml.train.schedule import CosineSchedule, lr_lambda
+from ml.train.schedule import CosineSchedule, build_optimizer, lr_lambda
 from ml.train.selection import EpochSelection
 from ml.train.validation import embed_items, retrieval_metrics
-from ml.train.weights import freeze_early_blocks, start_weights_from, warm_start
+from ml.train.weights import (
+    freeze_early_blocks,
+    start_weights_from,
+    warm_start,
+    warm_start_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +137,10 @@ class Trainer:
         self.policy = AugmentPolicy(
             self.image_size, probs=dict(cfg.augment), crop_scale=(cfg.crop_min_scale, 1.0)
         )
-        self.optimizer = self._optimizer()
+        self.optimizer = build_optimizer(
+            self.model, self.heads.param_groups(cfg.lr_head), lr_backbone=cfg.lr_backbone,
+            lr_head=cfg.lr_head, weight_decay=cfg.weight_decay,
+        )
         self.schedule = CosineSchedule(
             self.optimizer,
             epochs=cfg.epochs,
@@ -141,19 +149,6 @@ class Trainer:
             min_ratio=cfg.min_lr_ratio,
         )
         self.scheduler = self.schedule.scheduler
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        backbone = [p for p in self.model.backbone_parameters() if p.requires_grad]
-        head = [p for p in self.model.head_parameters() if p.requires_grad]
-        pooling = [p for p in self.model.backbone.parameters() if p.ndim == 0 and p.requires_grad]
-        backbone = [p for p in backbone if all(p is not q for q in pooling)]
-        groups = [
-            {"params": backbone, "lr": cfg.lr_backbone, "name": "backbone"},
-            {"params": head + pooling, "lr": cfg.lr_head, "name": "head"},
-        ]
-        groups.extend(self.heads.param_groups(cfg.lr_head))
-        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
     # ----- one step -------------------------------------------------------------------------
 
@@ -406,4 +401,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TrainConfig", "Trainer", "add_arguments", "config_from_args", "lr_lambda", "run"]
+__all__ = ["TrainConfig", "Trainer", "add_arguments", "config_from_args", "lr_lambda", "run",
+           "warm_start_mismatch"]
