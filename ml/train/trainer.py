@@ -118,7 +118,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
 
         self.criterion = build_criterion(cfg.loss)
-        self.heads = AuxiliaryHeads(
+        self.auxiliary = AuxiliaryHeads(
             cfg, self.model.dim, self.attr_names, self.attr_vocab, self.device
         )
 
@@ -138,7 +138,7 @@ class Trainer:
             self.image_size, probs=dict(cfg.augment), crop_scale=(cfg.crop_min_scale, 1.0)
         )
         self.optimizer = build_optimizer(
-            self.model, self.heads.param_groups(cfg.lr_head), lr_backbone=cfg.lr_backbone,
+            self.model, self.auxiliary.param_groups(cfg.lr_head), lr_backbone=cfg.lr_backbone,
             lr_head=cfg.lr_head, weight_decay=cfg.weight_decay,
         )
         self.schedule = CosineSchedule(
@@ -180,7 +180,7 @@ class Trainer:
         emb = emb.float()
         loss = self.criterion(emb, labels, attrs=attrs, negative_mask=self._negative_mask(idx))
         terms = {"metric": float(loss.detach())}
-        loss = self.heads.add_terms(loss, emb, labels, attrs, x, terms)
+        loss = self.auxiliary.add_terms(loss, emb, labels, attrs, x, terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -369,7 +369,7 @@ class Trainer:
         train_cfg["attributes"] = self.attr_names
         train_cfg["warm_started_from"] = self.warm_started_from
         config = {"train": train_cfg, "labels": len(self.labels)}
-        save_checkpoint(path, self.model, config, metrics, extra=self.heads.checkpoint_extra())
+        save_checkpoint(path, self.model, config, metrics, extra=self.auxiliary.checkpoint_extra())
 
 
 def _hms(seconds: float) -> str:
