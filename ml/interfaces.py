@@ -1,21 +1,23 @@
-"""The seams of the retrieval path, as ``typing.Protocol``s: what a detector, an embedder and a
-vector index must offer, whatever implements them.
+"""The seams of the retrieval path, as ``typing.Protocol``s: what a detector, an embedder, a
+vector index and a re-ranker must offer, whatever implements them.
 
-:class:`ml.yolo.YoloDetector`, :class:`ml.embed.Embedder` and :class:`ml.index.VectorIndex`
-satisfy them (``tests/ml/test_interfaces.py`` checks it, statically through mypy and at run
-time); :mod:`ml.retrieval` and the web app's gateway are typed against them, so a test double,
-an exported runtime or another index library can stand in without touching either.
+:class:`ml.yolo.YoloDetector`, :class:`ml.embed.Embedder`, :class:`ml.index.VectorIndex` and
+:class:`ml.rerank.stage.Reranker` satisfy them (``tests/ml/test_interfaces.py`` checks it,
+statically through mypy and at run time); :mod:`ml.retrieval` and the web app's gateway are
+typed against them, so a test double, an exported runtime or another index library can stand
+in without touching either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from ml.types import Box
+from ml.rerank.types import CatalogueEntry, LocalFeatures, RerankQuery, RerankResult
+from ml.types import Box, SkuScore
 
 
 @runtime_checkable
@@ -117,4 +119,63 @@ class SearchIndex(Protocol):
         ...
 
 
-__all__ = ["Found", "ImageEmbedder", "ItemDetector", "SearchIndex"]
+class RerankDepth(Protocol):
+    """How far down the fused ranking a re-ranker looks (:class:`ml.rerank.stage.RerankConfig`)."""
+
+    @property
+    def top_k(self) -> int:
+        """Fused candidates re-ranked; the retrieval path fuses at least this many."""
+        ...
+
+
+@runtime_checkable
+class EvidenceReranker(Protocol):
+    """Re-orders one query's fused visual ranking with stronger evidence than the cosine.
+
+    Attributes:
+        config: ``config.top_k`` is how many of the first candidates it re-ranks.
+    """
+
+    @property
+    def config(self) -> RerankDepth: ...
+
+    def rerank(
+        self,
+        query: RerankQuery,
+        candidates: Sequence[SkuScore],
+        *,
+        catalogue: Mapping[int, CatalogueEntry],
+        sku_references: Mapping[int, Sequence[int]] | None = None,
+        ref_to_sku: Mapping[int, int] | None = None,
+        query_features: Sequence[LocalFeatures] | None = None,
+    ) -> RerankResult:
+        """Re-rank ``candidates`` (the fused visual ranking, best first).
+
+        Args:
+            query: the ``1..n`` crops that were embedded, their ``[n, dim]`` embeddings, the
+                index's hits (``cosines`` / ``reference_ids``, ``[n, k]``, ``-inf`` / ``-1``
+                padding) and what the appraiser typed.
+            candidates: the visual ranking, score descending (at least ``config.top_k`` of
+                them when there are that many).
+            catalogue: SKU id -> its text and attributes, for at least the first
+                ``config.top_k`` candidates.
+            sku_references: SKU id -> all its reference ids (None: those among the hits).
+            ref_to_sku: reference id -> SKU id of the hits.
+            query_features: per crop, precomputed local features (None: computed here).
+
+        Returns:
+            The candidates best first (the re-ranked head, then the rest in visual order),
+            the evidence of the re-ranked ones in the same order, whether the first is a
+            confident match, and the stage's timings in milliseconds (``rerank_*``).
+        """
+        ...
+
+
+__all__ = [
+    "EvidenceReranker",
+    "Found",
+    "ImageEmbedder",
+    "ItemDetector",
+    "RerankDepth",
+    "SearchIndex",
+]

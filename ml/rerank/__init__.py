@@ -11,7 +11,8 @@ Submodules (imported explicitly, so that importing one kind does not load every 
 * ``ocr``: RapidOCR (PP-OCRv4 ONNX) on the crop; ``text``: fuzzy words;
 * ``attributes``: attribute heads and soft attributes; ``fusion``: the calibrated logistic
   model; ``store``: reference evidence computed at index time, stored with the index version;
-* ``evaluate``: ``python -m ml evaluate --rerank``.
+* ``evaluate``: ``python -m ml evaluate --rerank``; ``gallery``: a gallery / query CSV pair
+  as the stage sees it (catalogue, reference store, embeddings).
 """
 
 __all__: list[str] = []

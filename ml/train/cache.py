@@ -13,16 +13,25 @@ The saved checkpoint is the ordinary full :class:`~ml.model.EmbeddingNet`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from ml.model import EmbeddingNet
+
+log = logging.getLogger(__name__)
+
+MakeViews = Callable[[Sequence[int], Sequence[int]], torch.Tensor]
 
 
 class LiteSplit:
@@ -77,7 +86,7 @@ class FeatureBank:
         self,
         split: LiteSplit,
         views_per_item: Sequence[int],
-        make_views: Callable[[Sequence[int], Sequence[int]], torch.Tensor],
+        make_views: MakeViews,
         *,
         batch_size: int = 64,
         device: torch.device | None = None,
@@ -129,4 +138,70 @@ class FeatureBank:
         return self.features.numel() * self.features.element_size()
 
 
-__all__ = ["FeatureBank", "LiteSplit"]
+def trunk_cache_key(parts: Mapping[str, Any]) -> str:
+    """Everything the trunk cache depends on (items, views, model, cut, augmentation, seed),
+    hashed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_banks(
+    split: LiteSplit,
+    views: Sequence[int],
+    make_views: MakeViews,
+    *,
+    val_views: Sequence[int],
+    make_val: MakeViews | None,
+    key: str,
+    path: Path | None,
+    device: torch.device,
+    channels_last: bool,
+    progress: bool,
+) -> tuple[FeatureBank, FeatureBank | None]:
+    """The training bank and (given ``make_val``) the validation bank; reused from ``path``
+    when it holds banks for ``key`` (:func:`trunk_cache_key`), and saved there otherwise."""
+    if path is not None and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            log.info("trunk cache reused from %s", path)
+            val_state = FeatureBank.from_state(state["val"]) if state["val"] else None
+            return FeatureBank.from_state(state["train"]), val_state
+        log.info("trunk cache %s is for other inputs: rebuilding", path)
+    opts: dict[str, Any] = {"device": device, "channels_last": channels_last, "progress": progress}
+    bank = FeatureBank(split, views, make_views, **opts)
+    log.info(
+        "trunk cache: %d views, %.0f MB, %.1f s (%.1f img/s)",
+        sum(views),
+        bank.nbytes / 2**20,
+        bank.seconds,
+        sum(views) / max(bank.seconds, 1e-9),
+    )
+    val_bank = FeatureBank(split, val_views, make_val, **opts) if make_val is not None else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saved_val = val_bank.state() if val_bank else None
+        torch.save({"key": key, "train": bank.state(), "val": saved_val}, path)
+    return bank, val_bank
+
+
+@torch.no_grad()
+def embed_bank(
+    split: LiteSplit,
+    bank: FeatureBank,
+    device: torch.device,
+    *,
+    channels_last: bool,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Embeddings ``[n, dim]`` of a one-view bank through the trainable suffix."""
+    split.model.eval()
+    out = []
+    for start in range(0, bank.features.shape[0], batch_size):
+        h = bank.features[start : start + batch_size].float().to(device)
+        if channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        out.append(split.suffix(h).cpu().numpy())
+    split.model.train()
+    return np.concatenate(out)
+
+
+__all__ = ["FeatureBank", "LiteSplit", "build_banks", "embed_bank", "trunk_cache_key"]

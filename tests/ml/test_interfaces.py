@@ -7,17 +7,20 @@ file); the ``isinstance`` checks catch a missing member at run time.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ml.embed import Embedder
-from ml.interfaces import Found, ImageEmbedder, ItemDetector, SearchIndex
+from ml.interfaces import EvidenceReranker, Found, ImageEmbedder, ItemDetector, SearchIndex
 from ml.model import build_model
-from ml.retrieval import Isolator, Query, Retriever
-from ml.types import Box
+from ml.rerank.stage import RerankConfig, Reranker
+from ml.rerank.types import CatalogueEntry, LocalFeatures, RerankQuery, RerankResult
+from ml.retrieval import Isolator, Query, RerankStep, Retriever
+from ml.types import Box, SkuScore
 from ml.yolo import Detection, YoloDetector
 
 from .conftest import SHARED, unit_vectors
@@ -120,3 +123,81 @@ def test_retriever_runs_on_any_implementation_of_the_protocols() -> None:
     photos = {c: Image.new("RGB", (32, 32), c) for c in ((250, 5, 5), (5, 5, 250))}
     results = retriever.retrieve([Query(images=[p]) for p in photos.values()], top_k=2)
     assert [[s.sku_id for s in r.candidates] for r in results] == [[1, 2], [2, 1]]
+
+
+def test_reranker_is_an_evidence_reranker() -> None:
+    reranker: EvidenceReranker = Reranker(RerankConfig(top_k=3))
+    assert isinstance(reranker, EvidenceReranker)
+    assert reranker.config.top_k == 3
+
+
+@dataclass(frozen=True)
+class _Depth:
+    top_k: int
+
+
+class _TypedNameReranker:
+    """Not a Reranker: the candidate whose catalogue name the appraiser typed goes first."""
+
+    def __init__(self, top_k: int) -> None:
+        self.config = _Depth(top_k)
+        self.seen: list[tuple[list[int], int]] = []
+
+    def rerank(
+        self,
+        query: RerankQuery,
+        candidates: Sequence[SkuScore],
+        *,
+        catalogue: Mapping[int, CatalogueEntry],
+        sku_references: Mapping[int, Sequence[int]] | None = None,
+        ref_to_sku: Mapping[int, int] | None = None,
+        query_features: Sequence[LocalFeatures] | None = None,
+    ) -> RerankResult:
+        self.seen.append(([c.sku_id for c in candidates], len(query.crops)))
+        head = candidates[: self.config.top_k]
+        typed = [c for c in head if catalogue[c.sku_id].name == query.query_text]
+        ordered = typed + [c for c in candidates if c not in typed]
+        return RerankResult(
+            [replace(c, score=1.0 - r / 10) for r, c in enumerate(ordered)],
+            evidence=[],
+            confident=bool(typed),
+            timings_ms={"rerank_typed": 1.5},
+        )
+
+
+def test_retriever_reranks_with_any_implementation_of_the_protocol() -> None:
+    """A reddish-blue photo with "blue" typed: the stand-in puts the blue SKU first; the
+    retriever fuses as deep as the stand-in re-ranks (not only the one SKU shown), asks the
+    catalogue for that head only, and passes on the stand-in's ranking, flag and timings."""
+    red, blue, green = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array(
+        [0.0, 1.0, 0.0]
+    )
+    index = _DictIndex({10: red, 20: blue, 30: green})
+    names = {1: "red", 2: "blue", 3: "green"}
+    asked: list[list[int]] = []
+
+    def catalogue(
+        skus: Sequence[int],
+    ) -> tuple[Mapping[int, CatalogueEntry], Mapping[int, Sequence[int]]]:
+        asked.append(list(skus))
+        return {s: CatalogueEntry(s, name=names[s]) for s in skus}, {s: [s * 10] for s in skus}
+
+    reranker = _TypedNameReranker(top_k=2)
+    assert isinstance(reranker, EvidenceReranker)
+    retriever = Retriever(
+        embedder=_ColourEmbedder(),
+        index=index,
+        sku_of=lambda refs: {r: r // 10 for r in refs},
+        isolator=Isolator(_NoDetector(), segmentation="none"),
+        rerank=RerankStep(reranker, catalogue),
+    )
+    photo = Image.new("RGB", (32, 32), (250, 5, 40))  # visually red, then blue, then green
+    typed, plain = retriever.retrieve(
+        [Query(images=[photo], query_text="blue"), Query(images=[photo])], top_k=1
+    )
+    assert [s.sku_id for s in typed.candidates] == [2] and typed.confident is True
+    assert [s.sku_id for s in plain.candidates] == [1] and plain.confident is False
+    assert typed.timings_ms["rerank_typed"] == 1.5
+    # One SKU shown, but the stand-in got the two it re-ranks, in visual order, and the crop.
+    assert reranker.seen == [([1, 2], 1), ([1, 2], 1)]
+    assert asked == [[1, 2], [1, 2]]

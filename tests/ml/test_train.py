@@ -379,3 +379,33 @@ def test_a_budget_gives_epochs_back_when_the_pace_picks_up(
     assert [row["epoch"] for row in history if row["epoch"] > 0] == [1, 2, 3, 4, 5]
     factor = trainer.scheduler.get_last_lr()[0] / trainer.scheduler.base_lrs[0]
     assert factor == pytest.approx(0.05)
+
+
+def test_the_multitask_heads_add_their_terms_and_are_kept_for_reranking(tmp_path: Path) -> None:
+    """ml.train.heads: level triplets and attribute heads add their weighted terms; the
+    attribute heads train at the head's learning rate and are what the checkpoint keeps for
+    re-ranking (read back by ml.rerank.attributes). Without them nothing is added."""
+    from ml.model import build_model, save_checkpoint
+    from ml.rerank.attributes import AttributePredictor
+    from ml.train.heads import AuxiliaryHeads
+
+    cpu = torch.device("cpu")
+    plain = AuxiliaryHeads(TrainConfig(data="d", out="o"), 8, ["colour"], {"colour": ["r"]}, cpu)
+    assert plain.param_groups(0.01) == [] and plain.checkpoint_extra() == {}
+    cfg = TrainConfig(data="d", out="o", multitask=True, level_weight=0.5, attr_weight=0.25)
+    aux = AuxiliaryHeads(cfg, 8, ["colour"], {"colour": ["red", "blue"]}, cpu)
+    assert [(g["name"], g["lr"]) for g in aux.param_groups(0.01)] == [("attr", 0.01)]
+    noise = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    emb = torch.nn.functional.normalize(noise)
+    labels, attrs = torch.tensor([0, 0, 1, 1]), torch.tensor([[0], [0], [1], [1]])
+    terms: dict[str, float] = {}
+    loss = aux.add_terms(torch.tensor(1.0), emb, labels, attrs, torch.zeros(4, 3, 8, 8), terms)
+    assert set(terms) == {"level", "attr"} and terms["attr"] > 0
+    assert float(loss.detach()) == pytest.approx(1.0 + 0.5 * terms["level"] + 0.25 * terms["attr"])
+    assert float(plain.add_terms(torch.tensor(1.0), emb, labels, attrs, emb, {})) == 1.0
+
+    path = tmp_path / "m.pt"
+    model = build_model("efficientnet_lite0", embedding_dim=8, pretrained=False)
+    save_checkpoint(path, model, {}, {}, extra=aux.checkpoint_extra())
+    predictor = AttributePredictor.from_checkpoint(path)
+    assert predictor is not None and predictor.values["colour"] == ("red", "blue")
