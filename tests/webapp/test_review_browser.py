@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import decided_request
 from tests.webapp.test_browser import ARTIFACTS, _log_in, browser, page  # noqa: F401 - fixtures
 from tests.webapp.test_review_services import skus  # noqa: F401 - fixture
 from webapp.learning.models import ModelVersion, TrainingRun
