@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.factories import decided_request
+from tests.webapp.factories import SKUFactory, decided_request
 from tests.webapp.loop_models import (  # noqa: F401 - fixtures
     checkpoints,
     fast_isolation,
@@ -95,8 +95,7 @@ def _skus_for_trigger() -> list[SKU]:
     from webapp.catalog.services import hierarchy_resolve
 
     series = hierarchy_resolve(category="Bags", brand="Demo", series="One", actor=None)
-    return [SKU.objects.create(code=s.code, name=s.code, series=series)
-            for s in demo_skus()[:4]]
+    return [SKUFactory(code=s.code, name=s.code, series=series) for s in demo_skus()[:4]]
 
 
 def test_a_tiny_run_end_to_end(tiny_training, history) -> None:
