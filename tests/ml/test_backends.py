@@ -102,6 +102,7 @@ def test_checkpoint_export_is_cached_beside_it_keyed_by_hash(backend, small_chec
     assert exports[0].stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_corrupt_stale_and_wrong_exports_are_rebuilt(small_checkpoint, tmp_path):
     backend = resolve_embed_backend("auto", "cpu")
     if backend == "torch":

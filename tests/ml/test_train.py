@@ -101,6 +101,7 @@ def test_holdout_is_per_label_and_keeps_catalogue(tiny_csv: Path) -> None:
     assert not {it.path for it in train} & {it.path for it in held}
 
 
+@pytest.mark.slow
 def test_training_reduces_loss_repeats_and_saves(tiny_csv: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
@@ -196,6 +197,7 @@ def test_lite_split_matches_full_model(tiny_csv: Path, tmp_path: Path) -> None:
         assert torch.allclose(split.suffix(split.prefix(x)), model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_trunk_training_reuses_its_cache(tiny_csv: Path, tmp_path: Path) -> None:
     histories, banks = [], []
     for name in ("a", "b"):
@@ -246,6 +248,7 @@ def test_cause_weights_reach_the_config() -> None:
     assert cfg.crop_min_scale < 0.45
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_checkpoint_and_refuses_a_mismatch(
     tiny_csv: Path, tmp_path: Path
 ) -> None:
@@ -265,6 +268,7 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_mismatch(
         Trainer(_config(tiny_csv, tmp_path / "other", embedding_dim=8, init_from=str(checkpoint)))
 
 
+@pytest.mark.slow
 def test_select_last_keeps_the_final_epoch_without_early_stopping(
     tiny_csv: Path, tmp_path: Path
 ) -> None:
@@ -282,6 +286,7 @@ def test_select_last_keeps_the_final_epoch_without_early_stopping(
     assert torch.load(tmp_path / "model.pt", weights_only=False)["metrics"]["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_warm_start_uses_a_fitting_checkpoint_and_skips_one_that_does_not(
     tiny_csv: Path, tmp_path: Path
 ) -> None:
@@ -315,6 +320,7 @@ def test_vae_head_trains_end_to_end_and_refuses_cached_mode(tiny_csv: Path, tmp_
         Trainer(_config(tiny_csv, tmp_path / "c", vae=True, cached_views=1, freeze_blocks=11))
 
 
+@pytest.mark.slow
 def test_a_time_budget_shortens_the_schedule_so_the_cosine_still_ends(
     tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,6 +365,7 @@ def test_the_command_line_defaults_are_the_measured_recipe() -> None:
     assert chosen.freeze_blocks == 0
 
 
+@pytest.mark.slow
 def test_a_budget_gives_epochs_back_when_the_pace_picks_up(
     tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,9 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
+from tests.webapp.factories import PASSWORD, RoleUserFactory, UserFactory  # noqa: F401 - re-exported
 from webapp import ml_gateway
 from webapp.accounts.roles import Role
-from webapp.accounts.services import user_create_with_role
 from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.demo import (
     demo_detection_classes_set,
@@ -26,8 +26,6 @@ from webapp.catalog.importing import read_catalogue_csv
 from webapp.config.celery import app as celery_app
 from webapp.learning.models import IndexVersion
 from webapp.learning.services import index_publish
-
-PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture(autouse=True)
@@ -43,28 +41,24 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:
     ml_gateway.active_index.forget()
 
 
-def _user(role: Role) -> User:
-    return user_create_with_role(username=f"{role.value}-user", password=PASSWORD, role=role)
-
-
 @pytest.fixture
 def appraiser(db) -> User:
-    return _user(Role.APPRAISER)
+    return RoleUserFactory(role=Role.APPRAISER)
 
 
 @pytest.fixture
 def qa_user(db) -> User:
-    return _user(Role.QA)
+    return RoleUserFactory(role=Role.QA)
 
 
 @pytest.fixture
 def catalogue_admin(db) -> User:
-    return _user(Role.CATALOGUE_ADMIN)
+    return RoleUserFactory(role=Role.CATALOGUE_ADMIN)
 
 
 @pytest.fixture
 def no_role_user(db) -> User:
-    return User.objects.create_user("nobody", password=PASSWORD)
+    return UserFactory(username="nobody")
 
 
 def logged_in(user: User) -> Client:

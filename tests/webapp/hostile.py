@@ -5,22 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
-from django.core.files.base import ContentFile
 from PIL import Image
 
 from tests.webapp.conftest import jpeg_bytes
+from tests.webapp.factories import (
+    BadCaseFactory,
+    CandidateFactory,
+    CatalogueGapFactory,
+    CatalogueImportFactory,
+    DuplicatePairFactory,
+    DuplicateScanFactory,
+    MatchRequestFactory,
+    ModelVersionFactory,
+    QueryPhotoFactory,
+    SeriesFactory,
+    SKUFactory,
+    SKUImageFactory,
+    TrainingRunFactory,
+)
 from webapp.catalog.models import (
     SKU,
-    Brand,
     CatalogueImport,
-    Category,
     DuplicatePair,
     DuplicateScan,
-    Series,
     SKUImage,
 )
 from webapp.learning.models import ModelVersion, TrainingRun
-from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
+from webapp.matching.models import MatchRequest, QueryPhoto
 from webapp.review.models import BadCase, CatalogueGap
 
 HUGE = "9" * 30  # past any integer column
@@ -61,38 +72,26 @@ def jpeg(size: tuple[int, int] = (64, 64), colour: str = "red") -> bytes:
 
 
 def build_world(appraiser: User) -> World:
-    category = Category.objects.create(name="Bags")
-    series = Series.objects.create(brand=Brand.objects.create(category=category, name="B"),
-                                   name="S")
-    sku = SKU.objects.create(series=series, code="W-1", name="World bag")
-    other = SKU.objects.create(series=series, code="W-2", name="Other bag")
-    image = SKUImage(sku=sku, position=0)
-    image.image.save("w.jpg", ContentFile(jpeg()))
-    other_image = SKUImage(sku=other, position=0)
-    other_image.image.save("w2.jpg", ContentFile(jpeg()))
-    match = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
-    photo = QueryPhoto(request=match, position=0, original_format="JPEG", width=64, height=64,
-                       box=[0, 0, 64, 64], box_source=QueryPhoto.BoxSource.DETECTOR)
-    photo.original.save(f"m{match.pk}-0.jpg", ContentFile(jpeg()), save=False)
-    photo.image.save(f"m{match.pk}-0.jpg", ContentFile(jpeg()), save=False)
-    photo.save()
-    Candidate.objects.create(request=match, rank=1, sku=sku, score=0.9, cosine=0.8,
-                             query_photo=photo, reference_image=image)
-    decided = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
-    decided_photo = QueryPhoto.objects.create(request=decided, position=0, original_format="JPEG",
-                                              width=64, height=64, original=photo.original.name,
-                                              image=photo.image.name)
-    decision = Decision.objects.create(request=decided, outcome="reject", decided_by=appraiser)
-    case = BadCase.objects.create(request=decided, decision=decision)
+    series = SeriesFactory(brand__category__name="Bags", brand__name="B", name="S")
+    sku = SKUFactory(series=series, code="W-1", name="World bag")
+    other = SKUFactory(series=series, code="W-2", name="Other bag")
+    image = SKUImageFactory(sku=sku, image__filename="w.jpg")
+    other_image = SKUImageFactory(sku=other, image__filename="w2.jpg")
+    match = MatchRequestFactory(created_by=appraiser)
+    photo = QueryPhotoFactory(request=match, box=[0, 0, 64, 64],
+                              box_source=QueryPhoto.BoxSource.DETECTOR)
+    CandidateFactory(request=match, sku=sku, query_photo=photo, reference_image=image)
+    decided = MatchRequestFactory(created_by=appraiser)
+    decided_photo = QueryPhotoFactory(request=decided, original=photo.original.name,
+                                      image=photo.image.name)
+    case = BadCaseFactory(decision__request=decided)
     assert decided_photo.pk
-    gap = CatalogueGap.objects.create(bad_case=case, reported_by=appraiser)
-    run = TrainingRun.objects.create(status=TrainingRun.Status.FAILED)
-    model = ModelVersion.objects.create(name="m-test", model_ref="/nonexistent/m.pt",
-                                        source=ModelVersion.Source.TRAINED)
-    bundle = CatalogueImport(original_name="c.zip")
-    bundle.bundle.save("c.zip", ContentFile(b"PK\x05\x06" + b"\x00" * 18))
-    scan = DuplicateScan.objects.create(threshold=0.97, status=DuplicateScan.Status.DONE)
-    pair = DuplicatePair.objects.create(sku_a=sku, sku_b=other, image_a=image,
-                                        image_b=other_image, image_cosine=0.99)
+    gap = CatalogueGapFactory(bad_case=case, reported_by=appraiser)
+    run = TrainingRunFactory(status=TrainingRun.Status.FAILED)
+    model = ModelVersionFactory(name="m-test", model_ref="/nonexistent/m.pt")
+    bundle = CatalogueImportFactory(original_name="c.zip", bundle__filename="c.zip")
+    scan = DuplicateScanFactory(status=DuplicateScan.Status.DONE)
+    pair = DuplicatePairFactory(sku_a=sku, sku_b=other, image_a=image, image_b=other_image,
+                                image_cosine=0.99)
     return World(appraiser, sku, other, image, match, photo, case, gap, run, model, bundle,
                  scan, pair)

@@ -13,6 +13,8 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from tests.webapp.conftest import PASSWORD, api_token
+from tests.webapp.factories import RoleUserFactory
+from webapp.accounts.roles import Role
 from webapp.audit.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
@@ -190,8 +192,4 @@ def test_mobile_app_fetches_its_photos_with_its_token(appraiser, other_appraiser
 
 @pytest.fixture
 def other_appraiser_token(db) -> str:
-    from webapp.accounts.roles import Role
-    from webapp.accounts.services import user_create_with_role
-
-    return api_token(user_create_with_role(username="other", password=PASSWORD,
-                                           role=Role.APPRAISER))
+    return api_token(RoleUserFactory(username="other", role=Role.APPRAISER))

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from django.contrib.auth.models import User
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -25,8 +24,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.webapp.conftest import PASSWORD
 from tests.webapp.conftest import api_token as knox_token
+from tests.webapp.factories import UserFactory
 
 EXAMPLES = 6
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -41,7 +40,7 @@ def api_token(db, demo_folder) -> str:
     # A little real data, so that lists have rows and some ids exist.
     catalogue_import(rows=list(read_catalogue_csv(demo_folder / "catalogue.csv"))[:2],
                      image_root=demo_folder)
-    user = User.objects.create_superuser("schema", password=PASSWORD)
+    user = UserFactory(username="schema", superuser=True)
     return knox_token(user)
 
 

@@ -14,10 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from tests.webapp.conftest import PASSWORD, demo_photo_upload, logged_in
+from tests.webapp.conftest import demo_photo_upload, logged_in
+from tests.webapp.factories import DecisionFactory, MatchRequestFactory, RoleUserFactory
 from tests.webapp.test_catalog_api import token_client
 from webapp.accounts.roles import Role
-from webapp.accounts.services import user_create_with_role
 from webapp.audit.models import AuditEntry
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.selectors import sku_attribute_keys
@@ -52,7 +52,7 @@ def skus(db, demo_folder):
 
 @pytest.fixture
 def other_appraiser(db):
-    return user_create_with_role(username="appraiser-2", password=PASSWORD, role=Role.APPRAISER)
+    return RoleUserFactory(username="appraiser-2", role=Role.APPRAISER)
 
 
 def _done(user, **words) -> MatchRequest:
@@ -392,15 +392,14 @@ def test_undo_over_the_api(appraiser, other_appraiser, skus, settings) -> None:
 
 
 def _plain(user, **fields) -> MatchRequest:
-    return MatchRequest.objects.create(created_by=user, status=MatchRequest.Status.DONE,
-                                       **fields)
+    return MatchRequestFactory(created_by=user, **fields)
 
 
 def test_history_is_ones_own_searchable_and_filtered(appraiser, other_appraiser, skus) -> None:
     tote = _plain(appraiser, query_text="red Harbour tote")
     decided = _plain(appraiser)
-    Decision.objects.create(request=decided, outcome=Decision.Outcome.OTHER_SKU, sku=skus[0],
-                            decided_by=appraiser)
+    DecisionFactory(request=decided, outcome=Decision.Outcome.OTHER_SKU, sku=skus[0],
+                    decided_by=appraiser)
     failed = _plain(appraiser)
     MatchRequest.objects.filter(pk=failed.pk).update(status=MatchRequest.Status.FAILED)
     _plain(other_appraiser, query_text="red Harbour tote")

@@ -13,6 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
 from ml.index import VectorIndex
+from tests.webapp.factories import IndexVersionFactory
 from webapp import ml_gateway
 from webapp.learning import artifacts
 from webapp.learning.models import IndexVersion
@@ -35,7 +36,7 @@ def _published(settings, name: str = "idx-test-1", n: int = 40, dim: int = 8) ->
     index = VectorIndex.build(np.arange(100, 100 + n, dtype=np.int64), vectors, kind="flat")
     index.save(Path(settings.INDEX_DIR) / name, meta={"count": n})
     artifacts.index_artifact_upload(name=name)
-    return IndexVersion.objects.create(
+    return IndexVersionFactory(
         name=name, model_version="m", model_ref="efficientnet_lite0", is_active=True,
         status=IndexVersion.Status.READY, vector_count=n,
     )
@@ -93,8 +94,8 @@ def test_a_corrupt_download_is_refused_and_leaves_nothing(db, settings, memory_s
 
 
 def test_a_version_neither_here_nor_in_the_store_is_unavailable(db, settings, memory_store):
-    IndexVersion.objects.create(name="idx-lost", model_version="m", is_active=True,
-                                status=IndexVersion.Status.READY, vector_count=3)
+    IndexVersionFactory(name="idx-lost", model_version="m", is_active=True,
+                        status=IndexVersion.Status.READY, vector_count=3)
     with pytest.raises(ml_gateway.IndexUnavailable, match="neither"):
         ml_gateway.active_index.get()
 

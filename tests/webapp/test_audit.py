@@ -6,20 +6,19 @@ from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
 from tests.webapp.conftest import logged_in
+from tests.webapp.factories import DecisionFactory, IndexVersionFactory
 from webapp.audit.models import AuditEntry
 from webapp.audit.selectors import audit_entries
 from webapp.audit.services import audit_record, field_changes
 from webapp.catalog.services import sku_create, sku_merge, sku_update
-from webapp.learning.models import IndexVersion
-from webapp.matching.models import Decision, MatchRequest
+from webapp.matching.models import Decision
 
 
 def test_audit_record_names_actor_object_and_sku(appraiser, catalogue_admin) -> None:
     sku = sku_create(actor=catalogue_admin, code="A", name="A", category="C", brand="B",
                      series="S")
-    match = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
-    decision = Decision.objects.create(request=match, outcome=Decision.Outcome.OTHER_SKU,
-                                       sku=sku, decided_by=appraiser)
+    decision = DecisionFactory(request__created_by=appraiser, outcome=Decision.Outcome.OTHER_SKU,
+                               sku=sku)
     # What webapp.matching.decisions.decision_record is to call.
     entry = audit_record(actor=appraiser, action="decision.record", obj=decision,
                          changes={"outcome": [None, "other_sku"], "sku": [None, sku.code]})
@@ -28,7 +27,7 @@ def test_audit_record_names_actor_object_and_sku(appraiser, catalogue_admin) -> 
     assert entry.content_type.model == "decision"
 
     # A promotion: no SKU, and the system as actor.
-    version = IndexVersion.objects.create(name="idx-x", model_version="m")
+    version = IndexVersionFactory(name="idx-x", model_version="m")
     system = audit_record(actor=None, action="model.promote", obj=version,
                           changes={"model": ["old", "new"]})
     assert system.actor is None and system.actor_name == "" and system.sku is None

@@ -17,10 +17,10 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from tests.webapp.conftest import PASSWORD, api_token, jpeg_bytes, logged_in
+from tests.webapp.conftest import api_token, jpeg_bytes, logged_in
+from tests.webapp.factories import CandidateFactory, RoleUserFactory
 from tests.webapp.hostile import HUGE, World, build_world
 from webapp.accounts.roles import Role
-from webapp.accounts.services import user_create_with_role
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
 
 pytestmark = pytest.mark.django_db
@@ -248,10 +248,8 @@ def test_a_photo_over_the_size_limit_is_refused_by_name(appraiser, small_limits)
 def test_bad_decisions_on_the_form_and_the_api(appraiser, world) -> None:
     other = MatchRequest.objects.exclude(pk=world.match.pk).first()
     other_photo = QueryPhoto.objects.filter(request=other).first()
-    from webapp.matching.models import Candidate
-
-    stray = Candidate.objects.create(request=other, rank=5, sku=world.sku, score=0.5, cosine=0,
-                                     query_photo=other_photo)
+    stray = CandidateFactory(request=other, rank=5, sku=world.sku, score=0.5, cosine=0,
+                             query_photo=other_photo)
     form = logged_in(appraiser)
     api = Client(HTTP_AUTHORIZATION=f"Token {api_token(appraiser)}")
     problems = []
@@ -267,7 +265,7 @@ def test_bad_decisions_on_the_form_and_the_api(appraiser, world) -> None:
         problems += _check("api", Bad(name, post({}), form_expected, api_expected), response,
                            api_expected)
     # Ids: nobody else's, nothing that does not exist, nothing malformed.
-    stranger = user_create_with_role(username="stranger", password=PASSWORD, role=Role.APPRAISER)
+    stranger = RoleUserFactory(username="stranger", role=Role.APPRAISER)
     for client, url in (
         (logged_in(stranger), reverse("matching:decide", args=[world.match.pk])),
         (Client(HTTP_AUTHORIZATION=f"Token {api_token(stranger)}"),

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.conftest import logged_in
+from tests.webapp.factories import SKUImageFactory
 from webapp.catalog.duplicates import (
     duplicate_mark_distinct,
     duplicate_merge,
@@ -26,8 +27,8 @@ def _copy_of(sku: SKU, *, code: str, noise: float = 0.0) -> SKU:
         vector = np.frombuffer(bytes(image.embedding), dtype=np.float32).copy()
         vector += noise * rng.standard_normal(vector.shape).astype(np.float32)
         vector /= np.linalg.norm(vector)
-        SKUImage.objects.create(sku=copy, image=image.image.name, position=image.position,
-                                embedding=vector.tobytes(), embedding_model=image.embedding_model)
+        SKUImageFactory(sku=copy, image=image.image.name, position=image.position,
+                        embedding=vector.tobytes(), embedding_model=image.embedding_model)
     return copy
 
 
@@ -42,9 +43,9 @@ def synthetic(db) -> list[SKU]:
                          brand="Synthetic", series="S")
         for position in range(2):
             vector = rng.standard_normal(64).astype(np.float32)
-            SKUImage.objects.create(sku=sku, image=f"catalog/syn-{n}-{position}.png",
-                                    position=position, embedding_model="test-model",
-                                    embedding=(vector / np.linalg.norm(vector)).tobytes())
+            SKUImageFactory(sku=sku, image=f"catalog/syn-{n}-{position}.png", position=position,
+                            embedding_model="test-model",
+                            embedding=(vector / np.linalg.norm(vector)).tobytes())
         skus.append(sku)
     return skus
 

@@ -138,6 +138,7 @@ def index_broker(monkeypatch) -> Iterator[str]:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_new_sku_is_findable_within_a_minute_through_a_real_worker(
     index_broker, catalogue, catalogue_admin, tmp_path, capsys
 ) -> None:

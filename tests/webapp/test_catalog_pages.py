@@ -10,6 +10,14 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.conftest import logged_in, upload
+from tests.webapp.factories import (
+    BrandFactory,
+    CatalogueImportFactory,
+    DuplicatePairFactory,
+    DuplicateScanFactory,
+    SKUFactory,
+    SKUImageFactory,
+)
 from webapp.audit.models import AuditEntry
 from webapp.catalog.demo import demo_skus, render_reference
 from webapp.catalog.models import SKU, Brand, CatalogueImport, Category, SKUImage
@@ -169,7 +177,7 @@ def test_hierarchy_page_renames_and_deletes_only_empty_levels(admin, small) -> N
     assert brand.name == "Aubert"
     page = admin.post(reverse("catalog:hierarchy_delete", args=["brand", brand.pk]), follow=True)
     assert "is not empty" in page.content.decode()
-    empty = Brand.objects.create(category=brand.category, name="Empty")
+    empty = BrandFactory(category=brand.category, name="Empty")
     admin.post(reverse("catalog:hierarchy_delete", args=["brand", empty.pk]))
     assert not Brand.objects.filter(pk=empty.pk).exists()
     assert AuditEntry.objects.filter(action="brand.delete").exists()
@@ -228,37 +236,29 @@ def test_duplicates_and_audit_pages_render(admin, small, catalogue_admin) -> Non
 
 
 def any_sku(code: str = "ROLE-1") -> SKU:
-    from webapp.catalog.models import Series
-
-    category, _ = Category.objects.get_or_create(name="Roles")
-    brand, _ = Brand.objects.get_or_create(category=category, name="Roles")
-    series, _ = Series.objects.get_or_create(brand=brand, name="Roles")
-    sku, _ = SKU.objects.get_or_create(code=code, defaults={"name": code, "series": series})
-    return sku
+    return SKUFactory(code=code, name=code, series__name="Roles", series__brand__name="Roles",
+                      series__brand__category__name="Roles")
 
 
 def any_image() -> SKUImage:
     sku = any_sku()
-    return sku.images.first() or SKUImage.objects.create(sku=sku, image="catalog/none.png")
+    return sku.images.first() or SKUImageFactory(sku=sku, image="catalog/none.png")
 
 
 def any_pair() -> object:
-    from webapp.catalog.models import DuplicatePair
-
     a, b = sorted([any_sku("ROLE-1"), any_sku("ROLE-2")], key=lambda s: s.pk)
-    pair, _ = DuplicatePair.objects.get_or_create(sku_a=a, sku_b=b)
-    return pair
+    return DuplicatePairFactory(sku_a=a, sku_b=b)
 
 
 def any_import() -> CatalogueImport:
-    return CatalogueImport.objects.first() or CatalogueImport.objects.create(
+    return CatalogueImport.objects.first() or CatalogueImportFactory(
         bundle="imports/none.zip", report={"rows": []})
 
 
 def any_scan() -> object:
     from webapp.catalog.models import DuplicateScan
 
-    return DuplicateScan.objects.first() or DuplicateScan.objects.create(threshold=0.97)
+    return DuplicateScan.objects.first() or DuplicateScanFactory()
 
 
 def test_old_import_uploads_are_pruned_and_applying_one_says_so(admin, demo_folder) -> None:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.webapp.factories import (
+    BadCaseFactory,
+    BrandFactory,
+    CandidateFactory,
+    CategoryFactory,
+    DecisionFactory,
+    MatchRequestFactory,
+)
 from tests.webapp.test_catalog_pages import png
 from webapp.audit.models import AuditEntry
-from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
+from webapp.catalog.models import SKU, Category, Series, SKUImage
 from webapp.catalog.services import (
     CatalogueError,
     hierarchy_delete,
@@ -20,8 +28,7 @@ from webapp.catalog.services import (
     sku_update,
 )
 from webapp.catalog.validation import ReferenceImageError, image_check, images_check
-from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-from webapp.review.models import BadCase
+from webapp.matching.models import Decision
 
 
 @pytest.fixture
@@ -101,14 +108,11 @@ def test_reorder_and_remove_keep_positions_dense(two_skus, catalogue_admin) -> N
 
 def test_merge_moves_images_and_history(two_skus, catalogue_admin, appraiser) -> None:
     a, b = two_skus
-    match = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
-    photo = QueryPhoto.objects.create(request=match, position=0, original_format="JPEG",
-                                      width=1, height=1)
-    candidate = Candidate.objects.create(request=match, rank=1, sku=a, score=0.5, cosine=0.0,
-                                         query_photo=photo)
-    decision = Decision.objects.create(request=match, outcome=Decision.Outcome.OTHER_SKU, sku=a,
-                                       decided_by=appraiser)
-    bad_case = BadCase.objects.create(request=match, decision=decision, correct_sku=a)
+    match = MatchRequestFactory(created_by=appraiser)
+    candidate = CandidateFactory(request=match, sku=a, score=0.5, cosine=0.0,
+                                 query_photo__width=1, query_photo__height=1)
+    decision = DecisionFactory(request=match, outcome=Decision.Outcome.OTHER_SKU, sku=a)
+    bad_case = BadCaseFactory(request=match, decision=decision, correct_sku=a)
     image_ids = set(a.images.values_list("id", flat=True))
 
     moved = sku_merge(source=a, target=b, actor=catalogue_admin)
@@ -142,7 +146,7 @@ def test_merge_refuses_itself_and_an_inactive_target(two_skus, catalogue_admin) 
 
 def test_hierarchy_rename_and_delete(two_skus, catalogue_admin) -> None:
     category = Category.objects.get(name="Bags")
-    other = Category.objects.create(name="Shoes")
+    other = CategoryFactory(name="Shoes")
     with pytest.raises(CatalogueError, match="already exists"):
         hierarchy_rename(node=other, name="Bags", actor=catalogue_admin)
     hierarchy_rename(node=category, name="Handbags", actor=catalogue_admin)
@@ -152,7 +156,7 @@ def test_hierarchy_rename_and_delete(two_skus, catalogue_admin) -> None:
     hierarchy_delete(node=other, actor=catalogue_admin)
     assert not Category.objects.filter(name="Shoes").exists()
     # Same brand name in another category is another brand: allowed.
-    brand = Brand.objects.create(category=Category.objects.create(name="X"), name="B")
+    brand = BrandFactory(category__name="X", name="B")
     hierarchy_rename(node=brand, name="B", actor=catalogue_admin)
 
 

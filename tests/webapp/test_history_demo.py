@@ -7,6 +7,7 @@ import hashlib
 import io
 
 import numpy as np
+import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from PIL import Image
@@ -52,6 +53,7 @@ def test_history_photos_are_not_the_sample_photos(demo_folder, tmp_path) -> None
         assert difference > 10, (code, difference)  # another scene, not a re-encoding
 
 
+@pytest.mark.slow
 def test_load_demo_catalogue_imports_the_history(db, settings, tmp_path) -> None:
     settings.VAR_DIR = tmp_path
     call_command("load_demo_catalogue", stdout=io.StringIO())

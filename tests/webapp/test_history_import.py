@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from tests.webapp.conftest import jpeg_bytes
+from tests.webapp.factories import HistoryImportFactory
 from tests.webapp.history_helpers import bundle, folder, media_files, nothing_imported, photo
 from webapp.audit.models import AuditEntry
 from webapp.catalog.bulk import catalogue_import
@@ -299,10 +300,9 @@ def test_a_dead_workers_import_is_taken_over_and_a_finished_one_left_alone(
     from django.core.files.base import ContentFile
     from django.utils import timezone
 
-    record = HistoryImport(status=HistoryImport.Status.APPLYING, applied_by=catalogue_admin,
-                           heartbeat_at=timezone.now())
-    record.bundle.save("h.zip", ContentFile(data), save=False)
-    record.save()
+    record = HistoryImportFactory(status=HistoryImport.Status.APPLYING,
+                                  applied_by=catalogue_admin, heartbeat_at=timezone.now(),
+                                  bundle=ContentFile(data, name="h.zip"))
     # What the dead worker had written before it died:
     leftover = Path(settings.MEDIA_ROOT) / f"history/{record.pk}/photos/h{record.pk}-2.jpg"
     leftover.parent.mkdir(parents=True)
@@ -429,12 +429,12 @@ def test_the_sweeper_resends_a_lost_or_orphaned_import_once_it_is_due(
     monkeypatch.setattr(sweeper, "enqueue_now",
                         lambda task, *args: sent.append((task.name, args)) or True)
     now = timezone.now()
-    fresh = HistoryImport.objects.create(status=HistoryImport.Status.QUEUED)
-    lost = HistoryImport.objects.create(status=HistoryImport.Status.APPLY_QUEUED)
-    orphan = HistoryImport.objects.create(
+    fresh = HistoryImportFactory(status=HistoryImport.Status.QUEUED)
+    lost = HistoryImportFactory(status=HistoryImport.Status.APPLY_QUEUED)
+    orphan = HistoryImportFactory(
         status=HistoryImport.Status.APPLYING, heartbeat_at=now - services.STALE_AFTER * 2)
-    working = HistoryImport.objects.create(status=HistoryImport.Status.PLANNING, heartbeat_at=now)
-    isolating = HistoryImport.objects.create(
+    working = HistoryImportFactory(status=HistoryImport.Status.PLANNING, heartbeat_at=now)
+    isolating = HistoryImportFactory(
         status=HistoryImport.Status.APPLIED, isolation=HistoryImport.Isolation.RUNNING,
         isolation_heartbeat_at=now - services.STALE_AFTER * 2)
     old = now - timedelta(seconds=settings.REQUEUE_AFTER_S + 60)

@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.webapp.conftest import logged_in
+from tests.webapp.factories import HistoryImportFactory
 from tests.webapp.history_helpers import HEADER, bundle, nothing_imported, photo
 from webapp.catalog.bulk import catalogue_import
 from webapp.catalog.importing import read_catalogue_csv
@@ -29,7 +30,7 @@ def _zip_upload(data: bytes) -> SimpleUploadedFile:
 
 def test_only_catalogue_admins_reach_the_pages(skus, appraiser, qa_user, no_role_user,
                                                catalogue_admin, client) -> None:
-    record = HistoryImport.objects.create(status=HistoryImport.Status.PLANNED, report={})
+    record = HistoryImportFactory(status=HistoryImport.Status.PLANNED, report={})
     urls = [reverse("history:import"), reverse("history:detail", args=[record.pk]),
             reverse("history:status", args=[record.pk])]
     for user in (appraiser, qa_user, no_role_user):
@@ -141,8 +142,8 @@ def test_a_file_that_is_no_history_bundle_is_refused_at_once(skus, catalogue_adm
 
 
 def test_progress_is_polled_from_the_row(skus, catalogue_admin) -> None:
-    record = HistoryImport.objects.create(status=HistoryImport.Status.APPLYING, rows_total=200,
-                                          rows_done=50, stage="storing photos")
+    record = HistoryImportFactory(status=HistoryImport.Status.APPLYING, rows_total=200,
+                                  rows_done=50, stage="storing photos")
     admin = logged_in(catalogue_admin)
     url = reverse("history:status", args=[record.pk])
     partial = admin.get(url, {"was": "applying/"}, HTTP_HX_REQUEST="true")

@@ -12,7 +12,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
 
-from tests.webapp.conftest import PASSWORD, logged_in
+from tests.webapp.conftest import logged_in
+from tests.webapp.factories import UserFactory
 from tests.webapp.hostile import HUGE, WORDS_5000, World, build_world
 
 pytestmark = pytest.mark.django_db
@@ -80,7 +81,7 @@ HOSTILE_FORM = {
 
 
 def _superuser() -> User:
-    return User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    return UserFactory(username="root", email="root@example.com", superuser=True)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from ml.index import VectorIndex
+from tests.webapp.factories import SKUImageFactory
 from webapp import ml_gateway
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.selectors import indexable_images
@@ -45,7 +46,7 @@ def test_deactivating_a_sku_removes_its_vectors_incrementally(catalogue) -> None
 
 def test_new_reference_image_is_embedded_and_added(catalogue) -> None:
     source = SKUImage.objects.first()
-    copy = SKUImage.objects.create(sku=source.sku, image=source.image.name, position=5)
+    copy = SKUImageFactory(sku=source.sku, image=source.image.name, position=5)
     version = index_publish()
     assert (version.added, version.removed) == (1, 0)
     assert copy.id in _index_ids(version)

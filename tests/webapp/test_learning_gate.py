@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import decided_request
 from tests.webapp.loop_models import (  # noqa: F401 - fixtures
     checkpoints,
     fast_isolation,

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.webapp.conftest import logged_in
+from tests.webapp.factories import ModelVersionFactory, TrainingRunFactory
 from webapp.learning.models import ModelVersion, Promotion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ REPORT = {
 
 @pytest.fixture
 def run() -> TrainingRun:
-    return TrainingRun.objects.create(
+    return TrainingRunFactory(
         status=TrainingRun.Status.RUNNING, started_at=timezone.now(), stage="training",
         epoch=2, epochs=8, step=17, steps_total=64, loss=0.4321, eta_s=125.0, progress=31.0,
         log="12:00:01 data: 81 catalogue images, 300 photos\n12:00:09 epoch 1 loss=0.61",
@@ -38,8 +39,8 @@ def run() -> TrainingRun:
 
 
 def test_home_lists_runs_models_and_offers_retraining(catalogue_admin, run) -> None:
-    ModelVersion.objects.create(name="run1-abc", model_ref="/m/run1.pt", source="trained",
-                                gate=ModelVersion.Gate.REFUSED, gate_report=REPORT)
+    ModelVersionFactory(name="run1-abc", model_ref="/m/run1.pt", source="trained",
+                        gate=ModelVersion.Gate.REFUSED, gate_report=REPORT)
     page = logged_in(catalogue_admin).get(reverse("learning:home"))
     assert page.status_code == 200
     body = page.content.decode()
@@ -69,9 +70,8 @@ def test_retrain_now_queues_a_run(catalogue_admin) -> None:
 
 
 def test_model_page_shows_the_gate_and_promotion_needs_a_pass(catalogue_admin) -> None:
-    model = ModelVersion.objects.create(name="run1-abc", model_ref="/m/run1.pt",
-                                        source="trained", gate=ModelVersion.Gate.REFUSED,
-                                        gate_report=REPORT)
+    model = ModelVersionFactory(name="run1-abc", model_ref="/m/run1.pt", source="trained",
+                                gate=ModelVersion.Gate.REFUSED, gate_report=REPORT)
     client = logged_in(catalogue_admin)
     page = client.get(reverse("learning:model", args=[model.pk]))
     body = page.content.decode()

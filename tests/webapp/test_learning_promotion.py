@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from ml.types import Box
+from tests.webapp.factories import PromotionFactory
 from tests.webapp.loop_models import (  # noqa: F401 - fixtures
     checkpoints,
     fast_isolation,
@@ -106,7 +107,7 @@ def test_a_second_promotion_is_refused_while_one_is_in_flight(
                                    source=ModelVersion.Source.TRAINED)
     ModelVersion.objects.filter(pk=model.pk).update(gate=ModelVersion.Gate.PASSED)
     model.refresh_from_db()
-    Promotion.objects.create(kind=Promotion.Kind.PROMOTE, model=model)  # queued, not run
+    PromotionFactory(kind=Promotion.Kind.PROMOTE, model=model)  # queued, not run
     with pytest.raises(PromotionError, match="under way"):
         promotion_request(model=model)
     live = model_version_register(model_ref=live_model_ref(), source=ModelVersion.Source.TRAINED)

@@ -10,6 +10,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
+from tests.webapp.factories import IndexVersionFactory, ModelVersionFactory, SKUImageFactory
 from tests.webapp.loop_models import (  # noqa: F401 - fixtures
     checkpoints,
     fast_isolation,
@@ -105,8 +106,8 @@ def test_rollback_after_a_catalogue_change_embeds_only_the_new_image(
     _promote(checkpoints["useless"], on_commit)
     sku = SKU.objects.order_by("code").first()
     spec = next(s for s in demo_skus() if s.code == sku.code)
-    added = SKUImage(sku=sku, source=SKUImage.Source.CATALOGUE, position=5)
-    added.image.save("extra.jpg", ContentFile(jpeg_bytes(render_reference(spec, 3))), save=True)
+    SKUImageFactory(sku=sku, source=SKUImage.Source.CATALOGUE, position=5,
+                    image=ContentFile(jpeg_bytes(render_reference(spec, 3)), name="extra.jpg"))
     index_publish()  # the sync task: the new image joins the live (useless) model's index
     embedded.clear()
 
@@ -134,13 +135,13 @@ def test_retention_keeps_live_rollback_target_and_newest(
         path.parent.mkdir()
         path.write_bytes(Path(checkpoints["useless"]).read_bytes())
         (path.parent / f"{path.name}.abc123.onnx").write_bytes(b"export")  # a cached export
-        extra.append(ModelVersion.objects.create(
+        extra.append(ModelVersionFactory(
             name=f"extra-{n}", model_ref=str(path), source=ModelVersion.Source.TRAINED
         ))
     # Stale index versions of the live model: incremental publishes that are now history.
     stale = [
-        IndexVersion.objects.create(name=f"idx-old-{n}", model_version="x", model_ref="x",
-                                    status=IndexVersion.Status.READY)
+        IndexVersionFactory(name=f"idx-old-{n}", model_version="x", model_ref="x",
+                            status=IndexVersion.Status.READY)
         for n in range(2)
     ]
     long_ago = timezone.now() - timedelta(days=30)

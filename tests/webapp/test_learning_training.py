@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import SKUFactory, decided_request
 from tests.webapp.loop_models import (  # noqa: F401 - fixtures
     checkpoints,
     fast_isolation,
@@ -95,10 +95,10 @@ def _skus_for_trigger() -> list[SKU]:
     from webapp.catalog.services import hierarchy_resolve
 
     series = hierarchy_resolve(category="Bags", brand="Demo", series="One", actor=None)
-    return [SKU.objects.create(code=s.code, name=s.code, series=series)
-            for s in demo_skus()[:4]]
+    return [SKUFactory(code=s.code, name=s.code, series=series) for s in demo_skus()[:4]]
 
 
+@pytest.mark.slow
 def test_a_tiny_run_end_to_end(tiny_training, history) -> None:
     run = training_run_request(trigger=TrainingRun.Trigger.MANUAL)
     assert training_run_execute(run_id=run.pk) is True
@@ -160,6 +160,7 @@ def test_beat_checks_for_retraining(settings) -> None:
 
 # The command runs the enqueued task on commit: it needs real commits.
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_retrain_wait_runs_gates_and_reports(tiny_training, history, settings) -> None:
     from io import StringIO
 
@@ -193,6 +194,7 @@ def test_retrain_wait_fails_loudly(tiny_training, history) -> None:
         call_command("retrain", "--options", "{nope")
 
 
+@pytest.mark.slow
 def test_a_run_warm_starts_from_the_live_model_when_it_fits(
     tiny_training, history, settings
 ) -> None:

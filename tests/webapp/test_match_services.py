@@ -6,6 +6,12 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests.webapp.conftest import demo_photo_upload, upload
+from tests.webapp.factories import (
+    CandidateFactory,
+    DecisionFactory,
+    MatchRequestFactory,
+    SeriesFactory,
+)
 from webapp.catalog.models import SKU, Category, Series, SKUImage
 from webapp.matching.decisions import DecisionError, decision_record
 from webapp.matching.models import Decision, MatchRequest
@@ -66,9 +72,7 @@ def test_category_filter_is_honoured_exactly(appraiser, catalogue) -> None:
 
 
 def test_filter_with_no_reference_images_is_relaxed_and_recorded(appraiser, catalogue) -> None:
-    empty_series = Series.objects.create(
-        brand=Series.objects.get(name="Lune").brand, name="Empty series"
-    )
+    empty_series = SeriesFactory(brand=Series.objects.get(name="Lune").brand, name="Empty series")
     request = _create_and_run(
         appraiser,
         [demo_photo_upload("DEMO-MAI-LUN-01")],
@@ -250,7 +254,7 @@ def test_accept_needs_a_candidate_of_this_match(appraiser, catalogue) -> None:
 
 def test_thresholds_are_calibrated_per_category_from_decisions(appraiser, catalogue) -> None:
     from webapp.matching.calibration import confident_threshold, thresholds_recalibrate
-    from webapp.matching.models import Candidate, MatchRequest, ScoreThreshold
+    from webapp.matching.models import ScoreThreshold
 
     handbags = Category.objects.get(name="Handbags")
     sku = SKU.objects.filter(series__brand__category=handbags).first()
@@ -259,13 +263,13 @@ def test_thresholds_are_calibrated_per_category_from_decisions(appraiser, catalo
     # 40 reviewed matches: top scores 0.60..0.99; right at 0.80 and above, wrong below.
     for i in range(40):
         score = 0.60 + i * 0.01
-        request = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
-        top = Candidate.objects.create(request=request, rank=1, sku=sku, score=score,
-                                       cosine=2 * score - 1, query_photo=photo)
+        request = MatchRequestFactory(created_by=appraiser)
+        top = CandidateFactory(request=request, rank=1, sku=sku, score=score,
+                               cosine=2 * score - 1, query_photo=photo)
         outcome = Decision.Outcome.ACCEPT if score >= 0.795 else Decision.Outcome.REJECT
-        Decision.objects.create(request=request, outcome=outcome, decided_by=appraiser,
-                                sku=sku if outcome == Decision.Outcome.ACCEPT else None,
-                                candidate=top if outcome == Decision.Outcome.ACCEPT else None)
+        DecisionFactory(request=request, outcome=outcome, decided_by=appraiser,
+                        sku=sku if outcome == Decision.Outcome.ACCEPT else None,
+                        candidate=top if outcome == Decision.Outcome.ACCEPT else None)
     (fit,) = thresholds_recalibrate(target_precision=0.95, min_support=10)
     assert fit.category == handbags
     assert 0.75 <= fit.threshold <= 0.80 + 1e-9

@@ -4,49 +4,46 @@ own items (pages, API, re-box, retry, crops, media); QA and catalogue admins see
 from __future__ import annotations
 
 import pytest
-from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import reverse
-from PIL import Image
 
-from tests.webapp.conftest import PASSWORD, jpeg_bytes, logged_in
+from tests.webapp.conftest import logged_in
+from tests.webapp.factories import (
+    BadCaseFactory,
+    CandidateFactory,
+    DecisionFactory,
+    MatchRequestFactory,
+    QueryPhotoFactory,
+    RoleUserFactory,
+    SKUFactory,
+    SKUImageFactory,
+)
 from webapp.accounts.roles import Role
-from webapp.accounts.services import user_create_with_role
-from webapp.catalog.models import SKU, Brand, Category, Series, SKUImage
-from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-from webapp.review.models import BadCase
+from webapp.catalog.models import SKU
+from webapp.matching.models import Decision, MatchRequest, QueryPhoto
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def other_appraiser(db):
-    return user_create_with_role(username="other-appraiser", password=PASSWORD,
-                                 role=Role.APPRAISER)
+    return RoleUserFactory(username="other-appraiser", role=Role.APPRAISER)
 
 
 @pytest.fixture
 def sku(db) -> SKU:
-    category = Category.objects.create(name="Bags")
-    series = Series.objects.create(brand=Brand.objects.create(category=category, name="B"),
-                                   name="S")
-    sku = SKU.objects.create(series=series, code="OWN-1", name="Owned bag")
-    reference = SKUImage(sku=sku, position=0)
-    reference.image.save("ref.jpg", ContentFile(jpeg_bytes(Image.new("RGB", (64, 64)))))
+    sku = SKUFactory(series__brand__category__name="Bags", series__brand__name="B",
+                     series__name="S", code="OWN-1", name="Owned bag")
+    SKUImageFactory(sku=sku, image__color="black")
     return sku
 
 
 def _request(owner, sku: SKU, status: str = MatchRequest.Status.DONE) -> MatchRequest:
-    request = MatchRequest.objects.create(created_by=owner, status=status)
-    photo = QueryPhoto(request=request, position=0, original_format="JPEG", width=96, height=96,
-                       box=[0, 0, 96, 96], box_source=QueryPhoto.BoxSource.DETECTOR)
-    data = jpeg_bytes(Image.new("RGB", (96, 96), "red"))
-    photo.original.save(f"m{request.pk}-0.jpg", ContentFile(data), save=False)
-    photo.image.save(f"m{request.pk}-0.jpg", ContentFile(data), save=False)
-    photo.mask.save(f"m{request.pk}-0.png", ContentFile(data), save=False)
-    photo.save()
-    Candidate.objects.create(request=request, rank=1, sku=sku, score=0.9, cosine=0.8,
-                             query_photo=photo, reference_image=sku.images.first())
+    request = MatchRequestFactory(created_by=owner, status=status)
+    photo = QueryPhotoFactory(request=request, width=96, height=96, masked=True,
+                              box=[0, 0, 96, 96], box_source=QueryPhoto.BoxSource.DETECTOR)
+    CandidateFactory(request=request, sku=sku, query_photo=photo,
+                     reference_image=sku.images.first())
     return request
 
 
@@ -136,7 +133,7 @@ def test_owner_can_retry_and_rebox_their_own(appraiser, sku) -> None:
 def test_a_decision_is_undone_by_its_owner_only_and_listed_in_their_history_only(
     owned, appraiser, other_appraiser
 ) -> None:
-    Decision.objects.create(request=owned, outcome="reject", decided_by=appraiser)
+    DecisionFactory(request=owned, decided_by=appraiser)
     stranger = logged_in(other_appraiser)
     assert stranger.post(reverse("matching:undo", args=[owned.pk])).status_code == 404
     refused = stranger.post(reverse("api:match-decision-undo", args=[owned.pk]))
@@ -167,8 +164,7 @@ def test_overseers_see_every_photo(owned, role, qa_user, catalogue_admin) -> Non
 
 
 def test_qa_crop_of_any_appraisers_case(owned, qa_user) -> None:
-    Decision.objects.create(request=owned, outcome="reject", decided_by=owned.created_by)
-    case = BadCase.objects.create(request=owned, decision=owned.decision)
+    case = BadCaseFactory(decision__request=owned)
     assert logged_in(qa_user).get(reverse("review:crop", args=[case.pk, 0])).status_code == 200
 
 

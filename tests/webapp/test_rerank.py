@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests.webapp.conftest import demo_photo_upload, logged_in
+from tests.webapp.factories import CandidateFactory, DecisionFactory, MatchRequestFactory
 from webapp import ml_gateway
 from webapp.catalog.models import SKU
 from webapp.learning.models import IndexVersion
@@ -19,7 +20,7 @@ from webapp.matching.calibration import (
     fusion_recalibrate,
     thresholds_recalibrate,
 )
-from webapp.matching.models import Candidate, Decision, FusionWeights, MatchRequest
+from webapp.matching.models import Decision, FusionWeights, MatchRequest
 from webapp.matching.requests import match_request_create
 from webapp.matching.runner import match_request_run
 
@@ -129,7 +130,7 @@ def _decided_requests(appraiser, catalogue, n: int) -> None:
     photo = photo_request.photos.get()
     skus = list(SKU.objects.all()[:3])
     for i in range(n):
-        request = MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.DONE)
+        request = MatchRequestFactory(created_by=appraiser)
         right_rank = 1 if i % 4 else 2  # a quarter of them the right one was second
         rows = []
         for rank, sku in enumerate(skus, start=1):
@@ -137,12 +138,11 @@ def _decided_requests(appraiser, catalogue, n: int) -> None:
             features = {"visual": 0.8 - 0.01 * rank, "visual_gap": -0.01 * (rank - 1),
                         "spatial": 3.0 + (i % 3) * 0.2 if right else 0.5 * (i % 2),
                         "text": 0.0}
-            rows.append(Candidate.objects.create(
+            rows.append(CandidateFactory(
                 request=request, rank=rank, sku=sku, score=0.5, cosine=0.6, query_photo=photo,
                 evidence={"sku_id": sku.pk, "features": features}))
-        Decision.objects.create(request=request, outcome=Decision.Outcome.ACCEPT,
-                                decided_by=appraiser, sku=skus[right_rank - 1],
-                                candidate=rows[right_rank - 1])
+        DecisionFactory(request=request, outcome=Decision.Outcome.ACCEPT, decided_by=appraiser,
+                        sku=skus[right_rank - 1], candidate=rows[right_rank - 1])
 
 
 def test_fusion_is_refitted_on_decisions(appraiser, catalogue, settings):

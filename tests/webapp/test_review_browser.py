@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import ModelVersionFactory, TrainingRunFactory, decided_request
 from tests.webapp.test_browser import ARTIFACTS, _log_in, browser, page  # noqa: F401 - fixtures
 from tests.webapp.test_review_services import skus  # noqa: F401 - fixture
 from webapp.learning.models import ModelVersion, TrainingRun
@@ -55,12 +55,12 @@ def test_admin_sees_statistics_and_a_running_training(page, catalogue_admin, app
                     outcome=Decision.Outcome.ACCEPT, scores=[0.97, 0.5, 0.4])
     decided_request(appraiser=appraiser, truth=skus[1], shown=skus[2:5],
                     outcome=Decision.Outcome.REJECT)
-    run = TrainingRun.objects.create(
+    run = TrainingRunFactory(
         status=TrainingRun.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
         stage="training", epoch=3, epochs=8, step=30, steps_total=80, loss=0.3124, eta_s=312,
         progress=40.0, log="16:02:11 data: 81 catalogue images, 412 photos\n16:04:40 epoch 2",
     )
-    ModelVersion.objects.create(
+    ModelVersionFactory(
         name="run7-0a1b2c3d4e5f", model_ref="/models/0a1b2c3d4e5f/run7.pt", source="trained",
         gate=ModelVersion.Gate.REFUSED,
         gate_report={"passed": False, "reasons": ["held-out Recall@1 0.52 -> 0.31"],

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.conftest import logged_in
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import decided_request
 from tests.webapp.test_review_services import skus  # noqa: F401 - fixture
 from webapp.matching.models import Decision
 from webapp.review.models import BadCase, CatalogueGap

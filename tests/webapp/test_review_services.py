@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import decided_request
 from webapp.catalog.models import SKU
 from webapp.matching.models import Decision
 from webapp.review.models import BadCase, CatalogueGap, FailureCause

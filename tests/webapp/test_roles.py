@@ -6,10 +6,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests.webapp.conftest import PASSWORD, logged_in
+from tests.webapp.conftest import logged_in
+from tests.webapp.factories import MatchRequestFactory, RoleUserFactory
 from tests.webapp.test_catalog_pages import any_image, any_import, any_pair, any_scan, any_sku
 from webapp.accounts.roles import Role
-from webapp.accounts.services import user_create_with_role
 from webapp.matching.models import MatchRequest
 
 ROLES = ["anonymous", "no_role", Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN]
@@ -148,7 +148,7 @@ def clients(appraiser, qa_user, catalogue_admin, no_role_user) -> dict[object, C
 
 @pytest.fixture
 def match(appraiser) -> MatchRequest:
-    return MatchRequest.objects.create(created_by=appraiser, status=MatchRequest.Status.FAILED)
+    return MatchRequestFactory(created_by=appraiser, status=MatchRequest.Status.FAILED)
 
 
 @pytest.mark.parametrize("name,method,url,allowed", PAGES, ids=[p[0] for p in PAGES])
@@ -212,7 +212,7 @@ OWNED = {"matching:detail", "matching:decide", "matching:retry", "api:match-deta
                          [e for e in PAGES + API if e[0] in OWNED],
                          ids=[e[0] for e in PAGES + API if e[0] in OWNED])
 def test_owned_entries_are_404_for_a_non_owner(match, name, method, url, allowed) -> None:
-    stranger = user_create_with_role(username="stranger", password=PASSWORD, role=Role.APPRAISER)
+    stranger = RoleUserFactory(username="stranger", role=Role.APPRAISER)
     owner_client = logged_in(match.created_by)
     stranger_client = logged_in(stranger)
     assert getattr(stranger_client, method)(url(match)).status_code == 404, name

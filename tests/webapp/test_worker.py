@@ -15,7 +15,7 @@ from webapp.matching.models import MatchRequest
 from webapp.matching.requests import match_request_create
 from webapp.matching.tasks import run_match
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
