@@ -34,8 +34,6 @@ def evidence_view(candidate, photos) -> dict[str, object]:
     """The drawn evidence of one candidate: the query crop beside the verified reference with
     the inlier matches as lines and the key parts as boxes, the OCR lines whose words matched,
     and each kind's contribution to the score."""
-    from webapp.catalog.models import SKUImage
-
     evidence = candidate.evidence or {}
     if not evidence:
         return {"evidence": None}
@@ -48,7 +46,9 @@ def evidence_view(candidate, photos) -> dict[str, object]:
     crop_w, crop_h = max(1, cx1 - cx0), max(1, cy1 - cy0)
     reference = candidate.reference_image
     if spatial:
-        reference = SKUImage.objects.filter(pk=spatial["reference_id"]).first() or reference
+        # The verified catalogue image, read with the page's candidates by
+        # webapp.matching.selectors.request_with_candidates (None: it was removed since).
+        reference = candidate.evidence_reference or reference
     h = EVIDENCE_HEIGHT
     left_w = h * crop_w / crop_h
     ref_size = tuple(spatial["reference_size"]) if spatial else (
