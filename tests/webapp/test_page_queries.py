@@ -155,3 +155,21 @@ def test_qa_queue_queries_do_not_grow_with_cases(appraiser, qa_user, skus, htmx)
     assert many_body.count('title="model-2|detector|grabcut"') == 2  # each row's model
     assert many_count == few_count, "a query per bad case is back"
     assert many_count <= QA_QUEUE_QUERIES
+
+
+def test_drawn_coordinates_are_formatted_as_floatformat_would() -> None:
+    """The evidence view formats its hundreds of coordinates itself; digit for digit what
+    ``|floatformat:1`` gave the page before (half up on the repr, no "-0.0")."""
+    import random
+
+    from django.template.defaultfilters import floatformat
+
+    from webapp.matching.templatetags.matching_extras import _tenths
+
+    rng = random.Random(14)
+    values = [0.0, -0.0, 5, 12.25, 12.35, 0.05, -0.05, -0.04, 1e-9, 199.95, 2.675, 1234567.85,
+              *(rng.uniform(-50, 900) for _ in range(5000)),
+              *(round(rng.uniform(0, 400), 2) for _ in range(5000)),  # many exact halves
+              *(rng.randint(0, 400) * 200 / rng.randint(1, 400) for _ in range(2000))]
+    for value in values:
+        assert _tenths(value) == floatformat(value, 1), value
