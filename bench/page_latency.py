@@ -27,6 +27,9 @@ htmx does, half QA users on the queue, each 0.5-1.5 s apart. Trees take turns fo
     flock /tmp/skulens-heavy.lock python bench/page_latency.py measure --database skulens_pages \\
         --out /tmp/pages --tree before=/tmp/pages/before --tree after=.
 
+``cost`` (after ``measure``, which prepares each tree's database): per tree, the queries, the
+time in SQL and the CPU time of one request at a time, in process through Django's test client.
+
 ``seed`` drops and re-creates ``--database`` (role skulens/skulens); ``measure`` drops and
 re-creates ``<database>_<tree>``.
 """
@@ -328,10 +331,79 @@ def measure(args: argparse.Namespace) -> None:
                       f"p95 {p['p95']:7.1f} p99 {p['p99']:7.1f}")
 
 
+# ----- cost: one request at a time, in process --------------------------------------------
+
+def cost(args: argparse.Namespace) -> None:
+    """Per tree: queries, time in SQL, and this process's CPU time per page, one request at a
+    time through Django's test client (what the page costs, apart from any queueing)."""
+    trees = dict(t.split("=", 1) for t in args.tree)
+    report: dict[str, Any] = {"machine": cpu_summary(),
+                              "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "trees": {}}
+    for name, path in trees.items():
+        tree = Path(path).resolve()
+        env = base_env(args, f"{args.database}_{name}", args.out / f"var-{name}")
+        result = subprocess.run(
+            ["bash", "-c", 'source scripts/env.sh && exec python "$@"', "cost",
+             str(Path(__file__).resolve()), "cost-one", "--out", str(args.out),
+             "--repeat", str(args.repeat)],
+            cwd=tree, env=env, check=True, capture_output=True, text=True)
+        report["trees"][name] = json.loads(result.stdout.strip().splitlines()[-1])
+        for page, row in report["trees"][name].items():
+            print(f"  {name:8s} {page:20s} {row['queries']:3d} queries, {row['sql_ms']:6.1f} ms "
+                  f"in SQL, CPU {row['cpu_ms']:6.1f} ms, wall {row['wall_ms']:6.1f} ms a page",
+                  flush=True)
+    (args.out / "cost.json").write_text(json.dumps(report, indent=2))
+
+
+def cost_one(args: argparse.Namespace) -> None:
+    sys.path.insert(0, os.getcwd())  # the tree being measured, not this file's
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+
+    settings.ALLOWED_HOSTS = ["*"]
+    pollers = json.loads((args.out / "users.json").read_text())["pollers"]
+    appraiser = next(u for u in pollers if u["role"] == "appraiser")
+    qa = next(u for u in pollers if u["role"] == "qa")
+    log: list[float] = []
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            log.append((time.perf_counter() - started) * 1000)
+
+    out = {}
+    for page, user, path, headers in (
+        ("result page (htmx)", appraiser, appraiser["page"], {"HTTP_HX_REQUEST": "true"}),
+        ("result page (full)", appraiser, appraiser["page"], {}),
+        ("QA queue", qa, "/review/", {}),
+    ):
+        client = Client()
+        client.cookies["sessionid"] = user["session"]
+        for _ in range(3):
+            assert client.get(path, **headers).status_code == 200
+        log.clear()
+        with connection.execute_wrapper(timed):
+            client.get(path, **headers)
+        queries, sql_ms = len(log), sum(log)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.repeat):
+            client.get(path, **headers)
+        out[page] = {"queries": queries, "sql_ms": sql_ms,
+                     "cpu_ms": (time.process_time() - cpu) * 1000 / args.repeat,
+                     "wall_ms": (time.perf_counter() - wall) * 1000 / args.repeat}
+    print(json.dumps(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["seed", "measure"])
+    parser.add_argument("step", choices=["seed", "measure", "cost", "cost-one"])
     parser.add_argument("--database", default="skulens_pages")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "page-latency")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
@@ -347,6 +419,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=45, help="timed seconds per round")
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=30, help="requests a page (cost)")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -354,10 +427,12 @@ def main() -> None:
     args.var, args.uploads, args.reviewers = args.out / "seed-var", 0, 0
     if args.step == "seed":
         seed(args)
+    elif args.step == "cost-one":
+        cost_one(args)
     else:
         if not args.tree:
-            parser.error("measure needs at least one --tree NAME=PATH")
-        measure(args)
+            parser.error(f"{args.step} needs at least one --tree NAME=PATH")
+        (measure if args.step == "measure" else cost)(args)
 
 
 if __name__ == "__main__":
