@@ -114,7 +114,8 @@ def request_with_candidates(*, request_id: int, user: User) -> MatchRequest:
             candidate.query_photo = photos[candidate.query_photo_id]
     verified = {
         int(spatial["reference_id"]) for c in candidates
-        if (spatial := (c.evidence or {}).get("spatial")) and "reference_id" in spatial
+        if (spatial := (c.evidence or {}).get("spatial"))
+        and spatial.get("reference_id") is not None
     }
     known = {c.reference_image_id: c.reference_image for c in candidates if c.reference_image}
     missing = verified - known.keys()
