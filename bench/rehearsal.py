@@ -138,12 +138,21 @@ def session_for(user: Any) -> str:
     """A logged-in session cookie, made the way Django's test client logs in (no password
     hashing, which costs seconds a login on this CPU)."""
     from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        load_backend,
+    )
     from django.contrib.sessions.backends.db import SessionStore
 
+    # The first backend that can load users, as Client.force_login picks it (django-axes's
+    # comes first and only checks lockouts).
+    backend = next(b for b in settings.AUTHENTICATION_BACKENDS
+                   if hasattr(load_backend(b), "get_user"))
     store = SessionStore()
     store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    store[BACKEND_SESSION_KEY] = backend
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.create()
     return str(store.session_key)

@@ -8,10 +8,11 @@ import re
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from webapp.accounts.roles import Role, has_role
-from webapp.matching.models import Decision, MatchRequest, QueryPhoto
+from webapp.catalog.models import SKUImage
+from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -85,18 +86,48 @@ def recent_requests(*, user: AbstractBaseUser, limit: int = 20) -> QuerySet[Matc
 
 
 def request_with_candidates(*, request_id: int, user: User) -> MatchRequest:
-    """One request with everything its page shows, if `user` may see it."""
-    return (
+    """One request with everything its page shows, if `user` may see it: three queries for
+    the request (with its filters and decision), its photos and its candidates (with SKU
+    hierarchy and reference image), and at most one for the catalogue images that spatial
+    verification matched, whatever the number of candidates.
+
+    Each candidate's query photo is the request's own prefetched photo, and each candidate
+    gets ``evidence_reference``: the catalogue image its evidence names, or None."""
+    match = (
         match_requests_visible_to(user)
-        .select_related("category", "brand", "series", "decision__sku")
+        .select_related("category", "brand", "series", "decision__sku",
+                        "decision__bad_case__gap")
         .prefetch_related(
             "photos",
-            "candidates__sku__series__brand__category",
-            "candidates__reference_image",
-            "candidates__query_photo",
+            Prefetch(
+                "candidates",
+                Candidate.objects.select_related("sku__series__brand__category", "reference_image")
+                .defer("reference_image__embedding"),
+            ),
         )
         .get(pk=request_id)
     )
+    photos = {p.pk: p for p in match.photos.all()}
+    candidates = list(match.candidates.all())
+    for candidate in candidates:
+        if candidate.query_photo_id in photos:
+            candidate.query_photo = photos[candidate.query_photo_id]
+    verified = {
+        int(spatial["reference_id"]) for c in candidates
+        if (spatial := (c.evidence or {}).get("spatial"))
+        and spatial.get("reference_id") is not None
+    }
+    known = {c.reference_image_id: c.reference_image for c in candidates if c.reference_image}
+    missing = verified - known.keys()
+    if missing:
+        # Pages draw references from their file name; the 1 KB vector stays behind.
+        known.update(SKUImage.objects.defer("embedding").in_bulk(missing))
+    for candidate in candidates:
+        spatial = (candidate.evidence or {}).get("spatial") or {}
+        reference_id = spatial.get("reference_id")
+        candidate.evidence_reference = (
+            known.get(int(reference_id)) if reference_id is not None else None)
+    return match
 
 
 def request_history(*, user: AbstractBaseUser, query: str = "", show: str = "all"

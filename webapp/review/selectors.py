@@ -83,12 +83,15 @@ def bad_case_queue(
             cases = cases.filter(created_at__gte=now - newer_than)
         if older_than:
             cases = cases.filter(created_at__lt=now - older_than)
-    top = Candidate.objects.filter(rank=1).select_related("sku")
+    top = Candidate.objects.filter(rank=1).select_related("sku").defer("evidence")
+    # What the queue's rows show. Two joins only: PostgreSQL plans every order of a many-way
+    # join, and with the request's creator, the resolver and both SKUs joined as well the
+    # planning alone took 50-100 ms a page (docs/benchmarks.md, "Page latency (issue 14)");
+    # the SKUs and the category come from the small tables in one query each instead.
     return (
-        cases.select_related(
-            "request__created_by", "decision__sku", "correct_sku", "category", "resolved_by"
-        )
-        .prefetch_related("request__photos", Prefetch("request__candidates", top, "top"))
+        cases.select_related("request", "decision")
+        .prefetch_related("decision__sku", "correct_sku", "category",
+                          Prefetch("request__candidates", top, "top"))
         .order_by(*SORTS[filters.sort][1])
     )
 
