@@ -155,8 +155,9 @@ def seed(args: argparse.Namespace) -> None:
     from webapp.accounts.roles import Role
     from webapp.accounts.services import roles_ensure
     from webapp.catalog.models import SKU
+    from webapp.matching.decisions import decision_record
     from webapp.matching.models import Decision, MatchRequest
-    from webapp.matching.services import decision_record, match_request_create
+    from webapp.matching.requests import match_request_create
     from webapp.review.models import BadCase, FailureCause
     from webapp.review.services import bad_case_resolve
 

@@ -13,12 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.webapp.conftest import jpeg_bytes, logged_in
-from tests.webapp.loop_factories import decided_request
+from tests.webapp.factories import decided_request
 from tests.webapp.test_review_services import skus  # noqa: F401 - fixture
 from webapp.catalog.demo import demo_skus, render_photo
 from webapp.catalog.models import SKU, SKUImage
+from webapp.matching.decisions import decision_record
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-from webapp.matching.services import decision_record
 
 pytestmark = pytest.mark.django_db
 
