@@ -98,6 +98,8 @@ class FaissIndexBase:
         self.kind = "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
         self.nprobe = nprobe
         self._table: _IdTable | None = None
+        # Flat indexes: (stored ids ascending, their rows in the vector buffer), for _gather.
+        self._flat_rows: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def ntotal(self) -> int:
@@ -148,9 +150,31 @@ class FaissIndexBase:
         return self._ids_table().contains(_as_ids(ids))
 
     def _gather(self, present_ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``present_ids [m]`` as ``[m, dim]`` float32."""
+        flat = self._flat_buffer()
+        if flat is not None:
+            # A flat index's vectors are one buffer: indexing it is ~10x faster than Faiss's
+            # reconstruct_batch through the id map (the gate gathers per query).
+            if self._flat_rows is None:
+                stored = faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+                order = np.argsort(stored, kind="stable")
+                self._flat_rows = (stored[order], order)
+            ids, rows = self._flat_rows
+            gathered: np.ndarray = flat[rows[np.searchsorted(ids, present_ids)]]
+            return gathered
         # Both IndexIDMap2 and IVF with a direct map reconstruct by external id.
         out: np.ndarray = self._index.reconstruct_batch(np.ascontiguousarray(present_ids))
         return out.astype(np.float32, copy=False)
+
+    def _flat_buffer(self) -> np.ndarray | None:
+        """``[ntotal, dim]`` float32 view of a flat index's vectors (None for other kinds)."""
+        if self.kind != "flat" or not hasattr(self._index, "id_map"):
+            return None
+        inner = faiss.downcast_index(self._index.index)
+        if not isinstance(inner, faiss.IndexFlat) or self.ntotal == 0:
+            return None
+        buffer: np.ndarray = faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim)
+        return buffer.reshape(self.ntotal, self.dim)
 
     def _faiss_search(
         self, queries: np.ndarray, k: int, params: Any

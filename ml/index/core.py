@@ -240,6 +240,7 @@ class VectorIndex(FilteredSearch, NprobeTuning, IndexStorage):
 
     def _changed(self) -> None:
         self._filters.clear()
+        self._flat_rows = None  # rows move when vectors are added or removed
         if self._device is not None:
             self._device.invalidate()
 
