@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
@@ -299,7 +299,7 @@ def sku_merge(*, source: SKU, target: SKU, actor: Actor) -> MergeSummary:
     # Not robust: a receiver that fails rolls the whole merge back.
     rows_moved: dict[str, int] = {}
     for _receiver, counts in sku_merged.send(sender=SKU, source=source, target=target):
-        rows_moved.update(counts)
+        rows_moved.update(cast("dict[str, int]", counts))  # as signals.sku_merged asks
     summary = MergeSummary(images=len(moved), **rows_moved)
     # Attributes the target lacks are kept from the source rather than lost.
     merged_attributes = {**source.attributes, **target.attributes}
