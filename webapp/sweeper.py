@@ -146,7 +146,7 @@ INDEX_SYNC_SENT = "skulens:index-sync-sent"
 def _sweep_index(report: SweepReport) -> None:
     """A catalogue change whose sync message was lost: send one sync (at most one per
     REQUEUE_AFTER_S, so a sync that is still running is not sent again and again)."""
-    from webapp.catalog.index_status import index_status
+    from webapp.learning.index_status import index_status
 
     status = index_status()
     if status.expected == 0 or status.in_sync:

@@ -130,7 +130,7 @@ def index_broker(monkeypatch) -> Iterator[str]:
 
         sync_index.apply_async(connection=connection, queue="gpu")
 
-    monkeypatch.setattr("webapp.catalog.services._enqueue_index_sync", enqueue)
+    monkeypatch.setattr("webapp.learning.receivers._enqueue_index_sync", enqueue)
     yield url
     connection.release()
     celery_app.conf.task_always_eager = True

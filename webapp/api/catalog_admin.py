@@ -15,7 +15,6 @@ from webapp.api.errors import ApiError
 from webapp.api.permissions import role_permission
 from webapp.api.schema import error_responses
 from webapp.audit.selectors import audit_entries
-from webapp.catalog.index_status import index_status
 from webapp.catalog.models import SKU, SKUImage
 from webapp.catalog.services import (
     CatalogueError,
@@ -27,6 +26,7 @@ from webapp.catalog.services import (
     sku_update,
 )
 from webapp.catalog.validation import ReferenceImageError, images_check
+from webapp.learning.index_status import index_status
 
 IsCatalogueAdmin = role_permission(Role.CATALOGUE_ADMIN)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 429)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
@@ -13,14 +14,14 @@ from webapp.audit.models import AuditEntry
 
 def _sku_of(obj: models.Model | None) -> Any:
     """The SKU an object belongs to: itself, or its `sku` foreign key (images, decisions)."""
-    from webapp.catalog.models import SKU
-
+    # By label, as AuditEntry.sku names it: catalog records audits, audit imports no catalog.
+    sku_model = apps.get_model("catalog", "SKU")
     if obj is None:
         return None
-    if isinstance(obj, SKU):
+    if isinstance(obj, sku_model):
         return obj
     sku = getattr(obj, "sku", None)
-    return sku if isinstance(sku, SKU) else None
+    return sku if isinstance(sku, sku_model) else None
 
 
 def audit_record(

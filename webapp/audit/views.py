@@ -11,7 +11,6 @@ from django.views.decorators.http import require_GET
 
 from webapp.accounts.roles import Role, role_required
 from webapp.audit.selectors import audit_actions, audit_entries
-from webapp.catalog.index_status import index_status
 from webapp.params import int_param, text_param
 
 PAGE_SIZE = 50
@@ -28,7 +27,7 @@ def _render(request: HttpRequest, *, user: object = None) -> TemplateResponse:
         request,
         "catalog/audit.html",
         {"page": page, "subject": user, "action": action, "actions": audit_actions(),
-         "keep": keep.urlencode(), "index": index_status()},
+         "keep": keep.urlencode()},
     )
 
 

@@ -7,6 +7,6 @@ class CatalogConfig(AppConfig):
 
     def ready(self) -> None:
         from webapp.catalog import (
-            signals,  # noqa: F401 - connects the search receivers
+            receivers,  # noqa: F401 - connects the search documents' receivers
             tasks,  # noqa: F401 - registers what services send by name
         )

@@ -31,8 +31,8 @@ from webapp.catalog.importing import (
 from webapp.catalog.models import SKU, Brand, CatalogueImport, Category, Series, SKUImage
 from webapp.catalog.services import (
     Actor,
+    catalogue_changed_on_commit,
     hierarchy_resolve,
-    index_sync_on_commit,
     sku_images_add,
 )
 from webapp.catalog.validation import ReferenceImageError, image_check
@@ -258,7 +258,7 @@ def import_apply(*, bundle: Bundle, actor: Actor, dry_run: bool = False) -> Impo
                     added = _apply_row(item, row_plan, given, bundle.source, actor)
                     stored.extend(image.image.name for image in added)
             plan.applied = True
-            index_sync_on_commit()
+            catalogue_changed_on_commit()
     except BaseException:
         # The rows are rolled back; the files written so far must go too.
         storage = SKUImage._meta.get_field("image").storage

@@ -51,13 +51,13 @@ class FoundPair:
 
 
 def _embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image ids [n], sku ids [n], vectors [n, dim]) of the indexable images of one model."""
-    from webapp.learning.selectors import active_index_version
-
+    """(image ids [n], sku ids [n], vectors [n, dim]) of the indexable images of one model:
+    the active index's, else the most common."""
     images = indexable_images()
-    version = active_index_version()
-    if version is not None:
-        model = version.model_version
+    # The active index version, read by the reader learning installs in the gateway.
+    active = ml_gateway.sources_installed().active_index()
+    if active is not None:
+        model = active.model_version
     else:
         counted = Counter(images.values_list("embedding_model", flat=True))
         model = counted.most_common(1)[0][0] if counted else ""

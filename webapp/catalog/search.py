@@ -12,8 +12,8 @@ letters-and-digits tokens in Python, for the documents and for the query alike, 
 user types can reach the engine's query syntax. Every query word must match (as a prefix, so
 the search works while one types); the query is capped in characters and words.
 
-Documents are written by `search_documents_refresh`, called by the catalogue's signals
-(webapp.catalog.signals) on every save and delete of a SKU, series, brand or category, inside
+Documents are written by `search_documents_refresh`, called by the catalogue's receivers
+(webapp.catalog.receivers) on every save and delete of a SKU, series, brand or category, inside
 the writer's transaction. Writes that bypass `save()` (QuerySet.update, bulk_create) of the
 searched fields must call it themselves; `manage.py rebuild_sku_search` rebuilds everything.
 Signals rather than database triggers: a trigger on catalog_sku that reads catalog_brand makes

@@ -1,16 +1,16 @@
 """Catalogue writes: SKUs, reference images, the hierarchy and merges.
 
-Every change is audited and, once committed, enqueues `learning.sync_index`, so the search
-index follows the catalogue incrementally (the hourly beat sync is the safety net).
-Bulk import and export live in webapp.catalog.bulk, which calls these.
+Every change is audited and, once committed, announced with `signals.catalogue_changed`
+(learning queues the incremental index sync; the hourly beat sync is the safety net). A merge
+sends `signals.sku_merged` inside its transaction, so matching and review move their rows
+with it. Bulk import and export live in webapp.catalog.bulk, which calls these.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
@@ -20,9 +20,8 @@ from django.utils import timezone
 
 from webapp.audit.services import audit_record, field_changes
 from webapp.catalog.models import SKU, Brand, Category, DuplicatePair, Series, SKUImage
+from webapp.catalog.signals import catalogue_changed, sku_merged
 from webapp.catalog.validation import ValidImage
-
-logger = logging.getLogger(__name__)
 
 Actor = AbstractBaseUser | AnonymousUser | None
 HierarchyNode = Category | Brand | Series
@@ -35,21 +34,17 @@ class CatalogueError(ValueError):
     """A refused change; `str(exc)` is safe to show to the admin."""
 
 
-def _enqueue_index_sync() -> None:
-    from webapp.learning.tasks import sync_index
-
-    try:
-        sync_index.delay()
-    except Exception:  # noqa: BLE001 - the change is committed; the hourly sync catches up
-        logger.exception("could not enqueue learning.sync_index; the hourly sync will catch up")
+def _catalogue_changed_send() -> None:
+    # Robust: the change is committed; a failing receiver is logged and fails nothing here.
+    catalogue_changed.send_robust(sender=SKU)
 
 
-def index_sync_on_commit() -> None:
-    """Enqueue one incremental index sync when the current transaction commits."""
-    # One sync per transaction is enough, however many changes it holds.
-    if any(entry[1] is _enqueue_index_sync for entry in connection.run_on_commit):
+def catalogue_changed_on_commit() -> None:
+    """Send `signals.catalogue_changed` once the current transaction commits."""
+    # Once per transaction is enough (one index sync), however many changes it holds.
+    if any(entry[1] is _catalogue_changed_send for entry in connection.run_on_commit):
         return
-    transaction.on_commit(_enqueue_index_sync)
+    transaction.on_commit(_catalogue_changed_send)
 
 
 def _sku_state(sku: SKU) -> dict[str, Any]:
@@ -124,7 +119,7 @@ def sku_create(
     audit_record(actor=actor, action="sku.create", obj=sku, changes=field_changes({}, created))
     if images:
         sku_images_add(sku=sku, actor=actor, images=images)
-    index_sync_on_commit()
+    catalogue_changed_on_commit()
     return sku
 
 
@@ -167,7 +162,7 @@ def sku_update(
     if changes:
         sku.save()
         audit_record(actor=actor, action="sku.update", obj=sku, changes=changes)
-        index_sync_on_commit()
+        catalogue_changed_on_commit()
     return sku
 
 
@@ -183,7 +178,7 @@ def sku_set_active(*, sku: SKU, actor: Actor, active: bool) -> SKU:
     sku.save(update_fields=["is_active", "updated_at"])
     audit_record(actor=actor, action="sku.reactivate" if active else "sku.deactivate", obj=sku,
                  changes={"is_active": [not active, active]})
-    index_sync_on_commit()
+    catalogue_changed_on_commit()
     return sku
 
 
@@ -213,7 +208,7 @@ def sku_images_add(
     except BaseException:
         _delete_files_now(stored_names)
         raise
-    index_sync_on_commit()
+    catalogue_changed_on_commit()
     return added
 
 
@@ -245,7 +240,7 @@ def sku_image_remove(*, image: SKUImage, actor: Actor) -> None:
     image.delete()
     _renumber(sku)
     _delete_files_on_commit([name])
-    index_sync_on_commit()
+    catalogue_changed_on_commit()
 
 
 @transaction.atomic
@@ -267,10 +262,12 @@ def sku_image_move(*, image: SKUImage, actor: Actor, offset: int) -> None:
 
 @dataclass(frozen=True)
 class MergeSummary:
+    """What a merge moved: the images, and the rows `signals.sku_merged`'s receivers moved."""
+
     images: int
-    candidates: int
-    decisions: int
-    bad_cases: int
+    candidates: int = 0
+    decisions: int = 0
+    bad_cases: int = 0
     catalogue_gaps: int = 0
 
 
@@ -278,13 +275,11 @@ class MergeSummary:
 def sku_merge(*, source: SKU, target: SKU, actor: Actor) -> MergeSummary:
     """Fold `source` into `target`: images and history move, `source` is deactivated.
 
-    Candidates, decisions, bad cases and catalogue gaps that named `source` now name `target`,
-    so review history and calibration see one SKU. `source` stays (inactive, `merged_into`
-    set) so old links and the audit trail still resolve.
+    Candidates, decisions, bad cases and catalogue gaps that named `source` now name `target`
+    (moved by the receivers of `signals.sku_merged`, in this transaction), so review history
+    and calibration see one SKU. `source` stays (inactive, `merged_into` set) so old links and
+    the audit trail still resolve.
     """
-    from webapp.matching.models import Candidate, Decision
-    from webapp.review.models import BadCase, CatalogueGap
-
     if source.pk == target.pk:
         raise CatalogueError("Choose two different SKUs to merge.")
     rows = SKU.objects.select_for_update().filter(pk__in=[source.pk, target.pk])
@@ -301,13 +296,11 @@ def sku_merge(*, source: SKU, target: SKU, actor: Actor) -> MergeSummary:
         image.sku = target
         image.position = position + offset
     SKUImage.objects.bulk_update(moved, ["sku", "position"])
-    summary = MergeSummary(
-        images=len(moved),
-        candidates=Candidate.objects.filter(sku=source).update(sku=target),
-        decisions=Decision.objects.filter(sku=source).update(sku=target),
-        bad_cases=BadCase.objects.filter(correct_sku=source).update(correct_sku=target),
-        catalogue_gaps=CatalogueGap.objects.filter(sku=source).update(sku=target),
-    )
+    # Not robust: a receiver that fails rolls the whole merge back.
+    rows_moved: dict[str, int] = {}
+    for _receiver, counts in sku_merged.send(sender=SKU, source=source, target=target):
+        rows_moved.update(cast("dict[str, int]", counts))  # as signals.sku_merged asks
+    summary = MergeSummary(images=len(moved), **rows_moved)
     # Attributes the target lacks are kept from the source rather than lost.
     merged_attributes = {**source.attributes, **target.attributes}
     if merged_attributes != target.attributes:
@@ -324,7 +317,7 @@ def sku_merge(*, source: SKU, target: SKU, actor: Actor) -> MergeSummary:
     audit_record(actor=actor, action="sku.merge", obj=source, changes=details)
     audit_record(actor=actor, action="sku.merge_into", obj=target,
                  changes={"from": [None, source.code], "moved": [None, summary.__dict__]})
-    index_sync_on_commit()
+    catalogue_changed_on_commit()
     return summary
 
 

@@ -1,39 +1,27 @@
-"""Keep the SKU search documents (webapp.catalog.search) in step with catalogue edits."""
+"""What the catalogue tells the apps built on it: the signals its services send.
+
+The catalogue imports none of those apps (learning, matching, review: a contract in
+pyproject.toml). An app that must follow a catalogue change connects a receiver to one of these
+signals in its `receivers` module, which its `AppConfig.ready` imports. Every signal is sent
+with ``sender=SKU``; receivers take ``**kwargs`` as Django asks, so arguments may be added.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from django.dispatch import Signal
 
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+# SKUs or reference images changed in a way the search index must follow: a SKU created,
+# edited, deactivated, reactivated or merged; images added or removed; an import applied.
+# Sent after the transaction commits, once however many changes it held
+# (`services.catalogue_changed_on_commit`), robustly: a receiver that fails is logged and
+# cannot undo or fail the committed change. No arguments besides `sender`.
+# Receivers: webapp.learning.receivers (queues the incremental index sync).
+catalogue_changed = Signal()
 
-from webapp.catalog.models import SKU, Brand, Category, Series
-from webapp.catalog.search import DOCUMENT_FIELDS, search_documents_refresh
-
-# Saves that touch none of these leave the document as it is (e.g. deactivation).
-_SKU_DOCUMENT_FIELDS = {*DOCUMENT_FIELDS, "series", "series_id"}
-
-
-@receiver(post_save, sender=SKU, dispatch_uid="sku_search_on_save")
-def _sku_saved(sender: type[SKU], instance: SKU, using: str,
-               update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
-    if update_fields is not None and not set(update_fields) & _SKU_DOCUMENT_FIELDS:
-        return
-    search_documents_refresh(sku_ids=[instance.pk], using=using)
-
-
-@receiver(post_delete, sender=SKU, dispatch_uid="sku_search_on_delete")
-def _sku_deleted(sender: type[SKU], instance: SKU, using: str, **kwargs: Any) -> None:
-    search_documents_refresh(sku_ids=[instance.pk], using=using)
-
-
-@receiver(post_save, sender=Series, dispatch_uid="series_search_on_save")
-@receiver(post_save, sender=Brand, dispatch_uid="brand_search_on_save")
-@receiver(post_save, sender=Category, dispatch_uid="category_search_on_save")
-def _hierarchy_saved(sender: type, instance: Series | Brand | Category, using: str,
-                     created: bool, **kwargs: Any) -> None:
-    if created:
-        return  # nothing belongs to it yet
-    under = {Series: "series", Brand: "series__brand", Category: "series__brand__category"}
-    ids = SKU.objects.using(using).filter(**{under[sender]: instance}).values_list("pk", flat=True)
-    search_documents_refresh(sku_ids=list(ids), using=using)
+# `source` (SKU) is being merged into `target` (SKU): sent inside `services.sku_merge`'s
+# transaction, after the images have moved and before `source` is deactivated, so what the
+# receivers move commits or rolls back with the merge. A receiver points its rows that name
+# `source` at `target` and returns {MergeSummary field: rows moved}, e.g. {"candidates": 3}.
+# Receivers: webapp.matching.receivers (candidates, decisions), webapp.review.receivers
+# (bad cases, catalogue gaps).
+sku_merged = Signal()

@@ -40,7 +40,7 @@ from webapp.audit.services import audit_record
 from webapp.catalog.bundles import ImageSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.models import SKU, SKUImage
-from webapp.catalog.services import Actor, index_sync_on_commit
+from webapp.catalog.services import Actor, catalogue_changed_on_commit
 from webapp.enqueue import enqueue_on_commit
 from webapp.history.format import HISTORY_CSV_NAME, HistoryRow, parse_history_csv
 from webapp.history.models import HistoryImport, HistoryPhoto
@@ -270,7 +270,7 @@ def _apply(
                         isolation=HistoryImport.Isolation.QUEUED if photos else "")
                 _audit(record, actor, items, added)
                 if added:
-                    index_sync_on_commit()
+                    catalogue_changed_on_commit()
                 if photos:
                     _enqueue_isolation(record.pk)
         except _Refused as refused:

@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.bundles import zip_from_uploads
 from webapp.catalog.importing import CatalogueFormatError
-from webapp.catalog.index_status import index_status
 from webapp.catalog.views.common import UploadError, go, uploaded_files
 from webapp.history.format import HISTORY_CSV_NAME
 from webapp.history.models import HistoryImport
@@ -28,7 +27,7 @@ from webapp.history.services import (
 def _page(request: HttpRequest, errors: list[str], status: int = 200) -> TemplateResponse:
     return TemplateResponse(
         request, "history/import.html",
-        {"errors": errors, "recent": recent_imports(), "index": index_status()}, status=status,
+        {"errors": errors, "recent": recent_imports()}, status=status,
     )
 
 
@@ -67,7 +66,7 @@ def detail(request: HttpRequest, import_id: int) -> TemplateResponse:
     rows, matching = plan_rows_shown(plan, show)
     return TemplateResponse(request, "history/detail.html", {
         "record": record, "plan": plan, "rows": rows, "matching": matching, "show": show,
-        "filters": FILTERS, "index": index_status(),
+        "filters": FILTERS,
     })
 
 

@@ -9,8 +9,11 @@ class LearningConfig(AppConfig):
         # The ml gateway imports no app: it reads the database through these selectors.
         from webapp import ml_gateway
         from webapp.catalog import selectors as catalog
+        from webapp.learning import (
+            receivers,  # noqa: F401 - connects to the catalogue's signals
+            tasks,  # noqa: F401 - registers what services send by name
+        )
         from webapp.learning import selectors as learning
-        from webapp.learning import tasks  # noqa: F401 - registers what services send by name
         from webapp.learning.artifacts import ArtifactError, index_local_ensure
         from webapp.matching.calibration import fitted_fusion
 

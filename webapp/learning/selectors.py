@@ -15,7 +15,8 @@ def active_index_version() -> IndexVersion | None:
 
 
 def _index_files(version: IndexVersion) -> IndexFiles:
-    return IndexFiles(version.name, version.vector_count, version.model_ref)
+    return IndexFiles(version.name, version.vector_count, version.model_ref,
+                      version.model_version)
 
 
 def active_index_files() -> IndexFiles | None:

@@ -6,4 +6,7 @@ class MatchingConfig(AppConfig):
     label = "matching"
 
     def ready(self) -> None:
-        from webapp.matching import tasks  # noqa: F401 - registers what the sweeper sends by name
+        from webapp.matching import (
+            receivers,  # noqa: F401 - connects to the catalogue's signals
+            tasks,  # noqa: F401 - registers what the sweeper sends by name
+        )

@@ -22,6 +22,8 @@ class IndexFiles:
     name: str  # the version directory under SKULENS_INDEX_DIR
     vector_count: int  # what the database recorded: a loaded index must hold as many
     model_ref: str  # the embedder that built it; "" for the default model
+    # The embeddings it holds: the SKUImage.embedding_model value of its vectors' images.
+    model_version: str
 
 
 @dataclass(frozen=True)

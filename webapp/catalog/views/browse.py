@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.accounts.roles import Role, role_required
 from webapp.catalog.forms import NameForm
-from webapp.catalog.index_status import index_status
 from webapp.catalog.models import Brand, Category, Series
 from webapp.catalog.selectors import SKU_STATUSES, hierarchy_tree, sku_browse
 from webapp.catalog.services import CatalogueError, hierarchy_delete, hierarchy_rename
@@ -49,16 +48,14 @@ def home(request: HttpRequest) -> TemplateResponse:
     }
     if request.htmx:  # type: ignore[attr-defined]
         return TemplateResponse(request, "catalog/_sku_table.html", context)
-    context.update(tree=hierarchy_tree(), index=index_status())
+    context["tree"] = hierarchy_tree()
     return TemplateResponse(request, "catalog/home.html", context)
 
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
 def hierarchy(request: HttpRequest) -> TemplateResponse:
-    return TemplateResponse(
-        request, "catalog/hierarchy.html", {"tree": hierarchy_tree(), "index": index_status()}
-    )
+    return TemplateResponse(request, "catalog/hierarchy.html", {"tree": hierarchy_tree()})
 
 
 def _node(level: str, pk: int) -> Category | Brand | Series:
@@ -97,4 +94,5 @@ def hierarchy_delete_view(request: HttpRequest, level: str, pk: int) -> HttpResp
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
 def index_status_panel(request: HttpRequest) -> TemplateResponse:
-    return TemplateResponse(request, "catalog/_index_status.html", {"index": index_status()})
+    """The nav's index pill, polled (the template tag reads learning's status)."""
+    return TemplateResponse(request, "catalog/_index_status.html")

@@ -21,7 +21,6 @@ from webapp.catalog.bulk import (
 from webapp.catalog.bundles import zip_from_uploads
 from webapp.catalog.export import catalogue_export
 from webapp.catalog.importing import CatalogueFormatError
-from webapp.catalog.index_status import index_status
 from webapp.catalog.models import CatalogueImport
 from webapp.catalog.views.common import UploadError, go, uploaded_files
 from webapp.params import choice_param
@@ -36,7 +35,6 @@ def _page(request: HttpRequest, errors: list[str], status: int = 200) -> Templat
         {
             "errors": errors,
             "recent": CatalogueImport.objects.select_related("created_by")[:RECENT_IMPORTS],
-            "index": index_status(),
         },
         status=status,
     )
@@ -71,7 +69,7 @@ def detail(request: HttpRequest, import_id: int) -> TemplateResponse:
     return TemplateResponse(
         request,
         "catalog/import_detail.html",
-        {"record": record, "plan": ImportPlan.from_json(record.report), "index": index_status()},
+        {"record": record, "plan": ImportPlan.from_json(record.report)},
     )
 
 

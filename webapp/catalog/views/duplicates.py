@@ -17,7 +17,6 @@ from webapp.catalog.duplicates import (
     duplicate_threshold,
 )
 from webapp.catalog.forms import ScanForm
-from webapp.catalog.index_status import index_status
 from webapp.catalog.models import SKU, DuplicatePair, DuplicateScan
 from webapp.catalog.services import CatalogueError
 from webapp.catalog.views.common import go
@@ -46,7 +45,6 @@ def listing(request: HttpRequest) -> TemplateResponse:
             "statuses": DuplicatePair.Status.choices,
             "scan": DuplicateScan.objects.select_related("requested_by").first(),
             "threshold": duplicate_threshold(),
-            "index": index_status(),
         },
     )
 

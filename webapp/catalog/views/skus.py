@@ -11,7 +11,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.accounts.roles import Role, role_required
 from webapp.audit.selectors import audit_entries
 from webapp.catalog.forms import MergeForm, SkuForm
-from webapp.catalog.index_status import index_status
 from webapp.catalog.models import SKU
 from webapp.catalog.selectors import hierarchy_names, sku_detail, sku_images
 from webapp.catalog.services import (
@@ -59,7 +58,7 @@ def create(request: HttpRequest) -> HttpResponse:
     status = 422 if request.method == "POST" else 200
     return TemplateResponse(
         request, "catalog/sku_new.html",
-        {"form": form, "errors": errors, "names": hierarchy_names(), "index": index_status()},
+        {"form": form, "errors": errors, "names": hierarchy_names()},
         status=status,
     )
 
@@ -76,7 +75,6 @@ def detail(request: HttpRequest, sku_id: int) -> TemplateResponse:
             "images": sku_images(sku=sku),
             "history": _history(sku),
             "merge_form": MergeForm(),
-            "index": index_status(),
         },
     )
 

@@ -1,4 +1,8 @@
-"""How fresh the search index is, for the admin pages (a selector)."""
+"""How fresh the search index is, for the catalogue pages, the API and the sweeper (a selector).
+
+The catalogue's pages show it through the `index_status_pill` template tag
+(webapp.learning.templatetags.learning_index), so that catalog imports no learning module.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from webapp.catalog.models import SKUImage
+from webapp.learning.selectors import active_index_version
+from webapp.learning.services import index_is_consistent
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,6 @@ class IndexStatus:
 
 
 def index_status() -> IndexStatus:
-    from webapp.learning.selectors import active_index_version
-    from webapp.learning.services import index_is_consistent
-
     expected = SKUImage.objects.filter(sku__is_active=True).count()
     version = active_index_version()
     if version is None:
