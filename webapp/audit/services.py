@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
+from webapp.accounts.roles import Actor
 from webapp.audit.models import AuditEntry
 
+if TYPE_CHECKING:
+    from webapp.catalog.models import SKU
 
-def _sku_of(obj: models.Model | None) -> Any:
+
+def _sku_of(obj: models.Model | None) -> SKU | None:
     """The SKU an object belongs to: itself, or its `sku` foreign key (images, decisions)."""
     from webapp.catalog.models import SKU
 
@@ -25,11 +28,11 @@ def _sku_of(obj: models.Model | None) -> Any:
 
 def audit_record(
     *,
-    actor: AbstractBaseUser | AnonymousUser | None,
+    actor: Actor,
     action: str,
     obj: models.Model | None = None,
     changes: dict[str, Any] | None = None,
-    sku: models.Model | None = None,
+    sku: SKU | None = None,
 ) -> AuditEntry:
     """Record that `actor` did `action` to `obj`.
 

@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from webapp.accounts.roles import Actor
 from webapp.audit.services import audit_record, field_changes
 from webapp.catalog.bundles import Bundle, FolderSource, ImageSource, open_zip_bundle
 from webapp.catalog.importing import (
@@ -30,7 +31,6 @@ from webapp.catalog.importing import (
 )
 from webapp.catalog.models import SKU, Brand, CatalogueImport, Category, Series, SKUImage
 from webapp.catalog.services import (
-    Actor,
     hierarchy_resolve,
     index_sync_on_commit,
     sku_images_add,

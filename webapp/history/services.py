@@ -30,17 +30,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from webapp.accounts.roles import Actor
 from webapp.audit.services import audit_record
 from webapp.catalog.bundles import ImageSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.models import SKU, SKUImage
-from webapp.catalog.services import Actor, index_sync_on_commit
+from webapp.catalog.services import index_sync_on_commit
 from webapp.enqueue import enqueue_on_commit
 from webapp.history.format import HISTORY_CSV_NAME, HistoryRow, parse_history_csv
 from webapp.history.models import HistoryImport, HistoryPhoto
@@ -70,11 +71,11 @@ class HistoryImportError(ValueError):
     """A refused action; `str(exc)` is safe to show to the admin."""
 
 
-def _user(actor: Actor) -> AbstractBaseUser | None:
+def _user(actor: Actor) -> User | None:
     return actor if actor is not None and actor.is_authenticated else None
 
 
-def history_decider(actor: Actor) -> AbstractBaseUser:
+def history_decider(actor: Actor) -> User:
     """The user the imported decisions are recorded under: the admin, else the system user."""
     user = _user(actor)
     if user is not None:
@@ -160,7 +161,7 @@ def _recheck(plan: HistoryPlan, items: list[PlannedItem]) -> set[str]:
 
 
 def _record(
-    record: HistoryImport, plan: HistoryPlan, items: list[PlannedItem], decider: AbstractBaseUser
+    record: HistoryImport, plan: HistoryPlan, items: list[PlannedItem], decider: User
 ) -> tuple[int, set[str]]:
     """Write every item's rows; returns (reference images added, gallery files unused)."""
     dropped = _recheck(plan, items)
