@@ -44,12 +44,14 @@ def decision_record(
     candidate = None
     sku = None
     if outcome == Decision.Outcome.ACCEPT:
-        candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
+        if candidate_id is not None:
+            candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
         if candidate is None:
             raise DecisionInvalid("Pick one of this match's candidates.")
         sku = candidate.sku
     elif outcome == Decision.Outcome.OTHER_SKU:
-        sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
+        if sku_id is not None:
+            sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
         if sku is None:
             raise DecisionInvalid("Choose an existing, active SKU.")
     elif outcome not in (Decision.Outcome.REJECT, Decision.Outcome.NEW_SKU):

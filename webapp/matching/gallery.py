@@ -46,6 +46,7 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
     ).count()
     added = []
     for photo in decision.request.photos.order_by("position")[: max(room, 0)]:
+        assert photo.image.name is not None  # the file is required: a saved photo has one
         with photo.image.open("rb") as handle:
             content = ContentFile(handle.read())
         reference = SKUImage(

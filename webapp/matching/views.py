@@ -92,7 +92,7 @@ def create(request: AuthenticatedRequest) -> HttpResponse:
         uploads, errors = [], [str(exc)]
     form = MatchRequestForm(request.POST if not errors else None)
     if not errors and not form.is_valid():
-        errors = [f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items()]
+        errors = [f"{field}: {' '.join(map(str, msgs))}" for field, msgs in form.errors.items()]
     elif not errors:
         try:
             match = match_request_create(
