@@ -256,7 +256,9 @@ def import_apply(*, bundle: Bundle, actor: Actor, dry_run: bool = False) -> Impo
             for item, row_plan in zip(bundle.catalogue.rows, plan.rows, strict=True):
                 if row_plan.action in (Action.CREATE, Action.UPDATE):
                     added = _apply_row(item, row_plan, given, bundle.source, actor)
-                    stored.extend(image.image.name for image in added)
+                    for image in added:
+                        assert image.image.name is not None  # just saved
+                        stored.append(image.image.name)
             plan.applied = True
             index_sync_on_commit()
     except BaseException:

@@ -34,6 +34,7 @@ from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from webapp.accounts.roles import Actor
@@ -175,6 +176,7 @@ def _record(
     MatchRequest.objects.bulk_create(requests, batch_size=BULK)
     dated = [r for r, item in zip(requests, items, strict=True) if item.matched_at]
     for request in dated:  # auto_now_add stamped them with today
+        assert request.started_at is not None  # set above
         request.created_at = request.started_at
     MatchRequest.objects.bulk_update(dated, ["created_at"], batch_size=BULK)
 
@@ -198,6 +200,7 @@ def _record(
     ]
     Decision.objects.bulk_create(decisions, batch_size=BULK)
     for decision, request in zip(decisions, requests, strict=True):
+        assert request.finished_at is not None  # set above
         decision.decided_at = request.finished_at
     Decision.objects.bulk_update(decisions, ["decided_at"], batch_size=BULK)
 
@@ -378,8 +381,7 @@ def _claim(import_id: int, *, takeover: bool) -> str | None:
     return None
 
 
-def _open_bundle(record: HistoryImport) -> tuple[io.BufferedReader, list[HistoryRow],
-                                                  ImageSource]:
+def _open_bundle(record: HistoryImport) -> tuple[FieldFile, list[HistoryRow], ImageSource]:
     try:
         if not record.bundle:
             raise OSError("pruned")

@@ -20,7 +20,7 @@ class ReviewError(ValueError):
 
 
 def _initial_category_id(decision: Decision) -> int | None:
-    if decision.sku_id:
+    if decision.sku is not None:
         return decision.sku.series.brand.category_id
     if decision.request.category_id:
         return decision.request.category_id

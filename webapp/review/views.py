@@ -128,7 +128,8 @@ def resolve(request: AuthenticatedRequest, case_id: int) -> HttpResponse:
     case = get_object_or_404(BadCase, pk=case_id)
     form = ResolveForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "; ".join(f"{k}: {' '.join(map(str, v))}"
+                                          for k, v in form.errors.items()))
         return _go(request, reverse("review:detail", args=[case_id]))
     data = form.cleaned_data
     causes = list(data["causes"])
