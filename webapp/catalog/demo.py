@@ -133,7 +133,7 @@ def draw_bag(sku: DemoSku, *, size: int = CANVAS) -> Image.Image:
         draw.ellipse([int(176 * s), int(185 * s), int(208 * s), int(217 * s)], fill=metal)
     elif sku.shape == "tote":
         outline = [(int(60 * s), int(130 * s)), (int(324 * s), int(130 * s)),
-                (int(294 * s), int(330 * s)), (int(90 * s), int(330 * s))]
+                   (int(294 * s), int(330 * s)), (int(90 * s), int(330 * s))]
         for x in (110, 234):
             draw.arc([int(x * s), int(50 * s), int((x + 40) * s), int(210 * s)], 180, 360,
                      fill=colour, width=int(9 * s))

@@ -20,7 +20,7 @@ from webapp.catalog.views.common import go
 from webapp.params import choice_param, int_param, search_text
 
 PAGE_SIZE = 50
-LEVELS: dict[str, type[Category | Brand | Series]] = {
+LEVELS: dict[str, type[Category] | type[Brand] | type[Series]] = {
     "category": Category, "brand": Brand, "series": Series,
 }
 
