@@ -115,7 +115,8 @@ class JobBusy(RuntimeError):
 
 
 class JobBody(Protocol):
-    def __call__(self, job_id: int, *, retried: bool) -> object: ...
+    # Positional-only: each body names its id after its row (run_id, scan_id, ...).
+    def __call__(self, job_id: int, /, *, retried: bool) -> object: ...
 
 
 def exponential_backoff(retries: int) -> float:

@@ -12,7 +12,7 @@ from webapp.api.auth import LockedOut
 
 
 class ApiError(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     default_code = "bad_request"
 
     def __init__(self, message: str, *, code: str, http_status: int = 400, **extra: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
@@ -14,7 +17,7 @@ from rest_framework.views import APIView
 
 from webapp.api.errors import ApiError
 from webapp.api.fields import IdField, SearchTextField
-from webapp.api.permissions import IsAppraiser
+from webapp.api.permissions import IsAppraiser, request_user
 from webapp.api.schema import error_responses
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.decisions import (
@@ -39,7 +42,7 @@ from webapp.matching.selectors import (
     request_history,
     request_with_candidates,
 )
-from webapp.matching.validation import PhotoValidationError
+from webapp.matching.validation import PhotoValidationError, UploadedPhoto
 
 
 def _absolute(request: HttpRequest, field: object) -> str | None:
@@ -182,8 +185,11 @@ class MatchCreateApi(APIView):
     )
     def post(self, request: Request) -> Response:
         fields = ("category", "brand", "series", "query_text", "soft_attributes")
-        data = {key: request.data.get(key) for key in fields}
-        data["photos"] = request.FILES.getlist("photos")
+        form = request.data
+        assert isinstance(form, dict)  # the form parsers give a QueryDict, or {} with no body
+        data: dict[str, Any] = {key: form.get(key) for key in fields}
+        photos: Sequence[UploadedPhoto] = request.FILES.getlist("photos")
+        data["photos"] = photos
         serializer = self.InputSerializer(data={k: v for k, v in data.items() if v})
         serializer.is_valid(raise_exception=True)
         words = serializer.validated_data.get("soft_attributes")
@@ -192,7 +198,7 @@ class MatchCreateApi(APIView):
                            code="invalid_query")
         try:
             match = match_request_create(
-                user=request.user, uploads=data["photos"],
+                user=request_user(request), uploads=photos,
                 query_text=serializer.validated_data.get("query_text", ""),
                 soft_attributes=words,
                 **{k: serializer.validated_data.get(k) for k in ("category", "brand", "series")},
@@ -258,7 +264,7 @@ class MatchDecisionApi(APIView):
         try:
             decision = decision_record(
                 request=match,
-                user=request.user,
+                user=request_user(request),
                 outcome=serializer.validated_data["outcome"],
                 candidate_id=candidate_id,
                 sku_id=serializer.validated_data.get("sku_id"),
@@ -294,7 +300,7 @@ class MatchDecisionUndoApi(APIView):
             raise ApiError("This match has no decision to undo.", code="not_found",
                            http_status=404)
         try:
-            decision_undo(decision=decision, user=request.user)
+            decision_undo(decision=decision, user=request_user(request))
         except DecisionError as exc:
             raise ApiError(str(exc), code="undo_refused", http_status=409) from exc
         match = request_with_candidates(request_id=match_id, user=request.user)
@@ -341,5 +347,6 @@ class MatchHistoryApi(ListAPIView):
     def get_queryset(self) -> QuerySet[MatchRequest]:
         params = self.FilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
-        return request_history(user=self.request.user, query=params.validated_data.get("q", ""),
+        return request_history(user=request_user(self.request),
+                               query=params.validated_data.get("q", ""),
                                show=params.validated_data.get("show", "all"))

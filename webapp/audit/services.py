@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
+from webapp.accounts.roles import Actor
 from webapp.audit.models import AuditEntry
 
 
-def _sku_of(obj: models.Model | None) -> Any:
+def _sku_of(obj: models.Model | None) -> models.Model | None:
     """The SKU an object belongs to: itself, or its `sku` foreign key (images, decisions)."""
     # By label, as AuditEntry.sku names it: catalog records audits, audit imports no catalog.
     sku_model = apps.get_model("catalog", "SKU")
@@ -26,11 +26,11 @@ def _sku_of(obj: models.Model | None) -> Any:
 
 def audit_record(
     *,
-    actor: AbstractBaseUser | AnonymousUser | None,
+    actor: Actor,
     action: str,
     obj: models.Model | None = None,
     changes: dict[str, Any] | None = None,
-    sku: models.Model | None = None,
+    sku: models.Model | None = None,  # a catalog SKU (audit imports no catalog)
 ) -> AuditEntry:
     """Record that `actor` did `action` to `obj`.
 
@@ -40,6 +40,7 @@ def audit_record(
     by convention `{"field": [old, new]}`.
     """
     user = actor if actor is not None and actor.is_authenticated else None
+    owner = sku if sku is not None else _sku_of(obj)
     return AuditEntry.objects.create(
         actor=user,
         actor_name=user.get_username() if user is not None else "",
@@ -47,7 +48,7 @@ def audit_record(
         content_type=ContentType.objects.get_for_model(obj) if obj is not None else None,
         object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
         object_repr=str(obj)[:200] if obj is not None else "",
-        sku=sku if sku is not None else _sku_of(obj),
+        sku_id=owner.pk if owner is not None else None,
         changes=changes or {},
     )
 

@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from webapp.accounts.roles import Actor
 from webapp.audit.services import audit_record, field_changes
 from webapp.catalog.bundles import Bundle, FolderSource, ImageSource, open_zip_bundle
 from webapp.catalog.importing import (
@@ -30,7 +31,6 @@ from webapp.catalog.importing import (
 )
 from webapp.catalog.models import SKU, Brand, CatalogueImport, Category, Series, SKUImage
 from webapp.catalog.services import (
-    Actor,
     catalogue_changed_on_commit,
     hierarchy_resolve,
     sku_images_add,
@@ -256,7 +256,9 @@ def import_apply(*, bundle: Bundle, actor: Actor, dry_run: bool = False) -> Impo
             for item, row_plan in zip(bundle.catalogue.rows, plan.rows, strict=True):
                 if row_plan.action in (Action.CREATE, Action.UPDATE):
                     added = _apply_row(item, row_plan, given, bundle.source, actor)
-                    stored.extend(image.image.name for image in added)
+                    for image in added:
+                        assert image.image.name is not None  # just saved
+                        stored.append(image.image.name)
             plan.applied = True
             catalogue_changed_on_commit()
     except BaseException:

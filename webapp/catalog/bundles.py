@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from django.conf import settings
 
@@ -110,7 +110,7 @@ def _find_csv(archive: zipfile.ZipFile, preferred: str = CSV_NAME) -> str:
     raise CatalogueFormatError(f"the zip has no {preferred} at its root")
 
 
-def open_zip_csv(handle: BinaryIO, *, preferred: str = CSV_NAME) -> tuple[str, str, ZipSource]:
+def open_zip_csv(handle: IO[bytes], *, preferred: str = CSV_NAME) -> tuple[str, str, ZipSource]:
     """(CSV text, its name in the zip, the zip's files) of a zip holding a CSV at its root
     (or in its one folder) and the files the CSV names. Raises CatalogueFormatError."""
     try:
@@ -131,7 +131,7 @@ def open_zip_csv(handle: BinaryIO, *, preferred: str = CSV_NAME) -> tuple[str, s
     return text, csv_name, ZipSource(archive, prefix)
 
 
-def open_zip_bundle(handle: BinaryIO) -> Bundle:
+def open_zip_bundle(handle: IO[bytes]) -> Bundle:
     """Open a zip holding a CSV at its root (or in its one folder) and the images."""
     text, csv_name, source = open_zip_csv(handle)
     return Bundle(parse_catalogue_csv(text, name=csv_name), source)

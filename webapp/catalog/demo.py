@@ -132,14 +132,14 @@ def draw_bag(sku: DemoSku, *, size: int = CANVAS) -> Image.Image:
                                radius=int(20 * s), fill=tuple(int(c * 0.85) for c in colour))
         draw.ellipse([int(176 * s), int(185 * s), int(208 * s), int(217 * s)], fill=metal)
     elif sku.shape == "tote":
-        body = [(int(60 * s), int(130 * s)), (int(324 * s), int(130 * s)),
-                (int(294 * s), int(330 * s)), (int(90 * s), int(330 * s))]
+        outline = [(int(60 * s), int(130 * s)), (int(324 * s), int(130 * s)),
+                   (int(294 * s), int(330 * s)), (int(90 * s), int(330 * s))]
         for x in (110, 234):
             draw.arc([int(x * s), int(50 * s), int((x + 40) * s), int(210 * s)], 180, 360,
                      fill=colour, width=int(9 * s))
-        draw.polygon(body, fill=colour)
+        draw.polygon(outline, fill=colour)
         mask = Image.new("L", image.size, 0)
-        ImageDraw.Draw(mask).polygon(body, fill=255)
+        ImageDraw.Draw(mask).polygon(outline, fill=255)
         _draw_pattern(image, mask, sku)
         draw.rectangle([int(60 * s), int(130 * s), int(324 * s), int(145 * s)], fill=metal)
     else:  # backpack

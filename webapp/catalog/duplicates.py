@@ -77,6 +77,8 @@ def _embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ):
         if filled == count:
             break  # images added since the count wait for the next scan
+        if embedding is None:
+            continue  # not embedded yet: the next publish embeds it
         ids[filled], skus[filled] = image_id, sku_id
         vectors[filled] = np.frombuffer(bytes(embedding), dtype=np.float32)
         filled += 1

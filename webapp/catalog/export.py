@@ -23,6 +23,7 @@ def _export_path(sku: SKU, image: SKUImage, used: set[str]) -> str:
     if name and safe_relative_path(name) and name != CSV_NAME and name not in used:
         return name
     code = re.sub(r"[^A-Za-z0-9._-]+", "_", sku.code)
+    assert image.image.name is not None  # the file is required: a saved image has one
     base = PurePosixPath(image.image.name).name
     candidate = f"images/{code}/{image.position:03d}-{base}"
     suffix = 1
@@ -53,6 +54,7 @@ def catalogue_export(*, out: IO[bytes], include_inactive: bool = True) -> Export
             paths: list[str] = []
             kept: list[SKUImage] = []
             for image in sorted(sku.images.all(), key=lambda i: (i.position, i.id)):
+                assert image.image.name is not None  # the file is required: a saved image has one
                 try:
                     with image.image.open("rb") as handle:
                         data = handle.read()

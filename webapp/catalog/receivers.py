@@ -31,10 +31,12 @@ def _sku_deleted(sender: type[SKU], instance: SKU, using: str, **kwargs: Any) ->
 @receiver(post_save, sender=Series, dispatch_uid="series_search_on_save")
 @receiver(post_save, sender=Brand, dispatch_uid="brand_search_on_save")
 @receiver(post_save, sender=Category, dispatch_uid="category_search_on_save")
-def _hierarchy_saved(sender: type, instance: Series | Brand | Category, using: str,
+def _hierarchy_saved(sender: type[Series | Brand | Category],
+                     instance: Series | Brand | Category, using: str,
                      created: bool, **kwargs: Any) -> None:
     if created:
         return  # nothing belongs to it yet
-    under = {Series: "series", Brand: "series__brand", Category: "series__brand__category"}
+    under: dict[type[Series | Brand | Category], str] = {
+        Series: "series", Brand: "series__brand", Category: "series__brand__category"}
     ids = SKU.objects.using(using).filter(**{under[sender]: instance}).values_list("pk", flat=True)
     search_documents_refresh(sku_ids=list(ids), using=using)

@@ -12,18 +12,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from webapp.accounts.roles import Actor
 from webapp.audit.services import audit_record, field_changes
 from webapp.catalog.models import SKU, Brand, Category, DuplicatePair, Series, SKUImage
 from webapp.catalog.signals import catalogue_changed, sku_merged
 from webapp.catalog.validation import ValidImage
 
-Actor = AbstractBaseUser | AnonymousUser | None
 HierarchyNode = Category | Brand | Series
 
 # The fields an admin edits; `attributes` is the free-form {key: value} dict.
@@ -200,6 +199,7 @@ def sku_images_add(
             row = SKUImage(sku=sku, position=position + offset, source=source,
                            original_name=valid.name[:255], checksum=valid.checksum)
             row.image.save(valid.stored_name, ContentFile(valid.data), save=False)
+            assert row.image.name is not None  # set by save() above
             stored_names.append(row.image.name)
             row.save()
             added.append(row)
@@ -239,7 +239,8 @@ def sku_image_remove(*, image: SKUImage, actor: Actor) -> None:
     name = image.image.name
     image.delete()
     _renumber(sku)
-    _delete_files_on_commit([name])
+    if name:
+        _delete_files_on_commit([name])
     catalogue_changed_on_commit()
 
 
@@ -326,13 +327,18 @@ def hierarchy_rename(*, node: HierarchyNode, name: str, actor: Actor) -> Hierarc
     name = name.strip()
     if not name:
         raise CatalogueError("A name is required.")
-    siblings = type(node).objects.exclude(pk=node.pk).filter(name=name)
+    taken: bool
     if isinstance(node, Brand):
-        siblings = siblings.filter(category_id=node.category_id)
+        taken = Brand.objects.exclude(pk=node.pk).filter(
+            name=name, category_id=node.category_id).exists()
     elif isinstance(node, Series):
-        siblings = siblings.filter(brand_id=node.brand_id)
-    if siblings.exists():
-        raise CatalogueError(f"{type(node)._meta.verbose_name.title()} {name} already exists here.")
+        taken = Series.objects.exclude(pk=node.pk).filter(
+            name=name, brand_id=node.brand_id).exists()
+    else:
+        taken = Category.objects.exclude(pk=node.pk).filter(name=name).exists()
+    if taken:
+        label = str(type(node)._meta.verbose_name or type(node).__name__)
+        raise CatalogueError(f"{label.title()} {name} already exists here.")
     old = node.name
     if old == name:
         return node

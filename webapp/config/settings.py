@@ -6,6 +6,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -46,7 +47,7 @@ if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Content Security Policy (django-csp): scripts and styles only from this site. Inline style
 # attributes are allowed for the computed box and progress-bar geometry, nothing else inline.
-CONTENT_SECURITY_POLICY = {
+CONTENT_SECURITY_POLICY: dict[str, dict[str, list[str]]] | None = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
@@ -449,7 +450,7 @@ REST_FRAMEWORK = {
 }
 # Mobile-app tokens (django-rest-knox): hashed at rest, one per device, expiring; each use
 # slides the expiry forward, up to TOKEN_MAX_DAYS after the token was issued.
-REST_KNOX = {
+REST_KNOX: dict[str, Any] = {  # knox reads several kinds of value
     "TOKEN_TTL": timedelta(hours=env_float("SKULENS_TOKEN_TTL_HOURS", 168.0)),
     "AUTO_REFRESH": True,
     "AUTO_REFRESH_MAX_TTL": timedelta(days=env_float("SKULENS_TOKEN_MAX_DAYS", 90.0)),

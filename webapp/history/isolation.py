@@ -45,7 +45,7 @@ def _isolation_store(photo: QueryPhoto, isolation: Isolation, folder: str) -> No
     photo.detection_label = isolation.label
     photo.detection_confidence = isolation.confidence
     storage = photo.mask.storage
-    if photo.mask:
+    if photo.mask.name:  # what `if photo.mask` tests, in a form the type checker follows
         storage.delete(photo.mask.name)
         photo.mask.name = ""
     if isolation.mask is not None:
@@ -85,7 +85,9 @@ def history_isolation_run(
         chunks += 1
         by_classes: dict[tuple[str, ...], list[QueryPhoto]] = {}
         for photo in batch:
-            category = photo.request.decision.sku.series.brand.category
+            sku = photo.request.decision.sku
+            assert sku is not None  # an imported decision always names its SKU
+            category = sku.series.brand.category
             by_classes.setdefault(tuple(category.detection_classes), []).append(photo)
         for classes, photos in by_classes.items():
             images = []

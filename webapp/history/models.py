@@ -83,8 +83,9 @@ class HistoryImport(JobRow):
         working = self.isolation in (self.Isolation.QUEUED, self.Isolation.RUNNING)
         return f"{self.status}/{'working' if working else self.isolation}"
 
+    # Replaces JobRow's column (Django adds no inherited field whose name the class defines).
     @property
-    def progress(self) -> float:
+    def progress(self) -> float:  # type: ignore[override]
         """Percent of the current pass over the rows."""
         if self.status in (self.Status.PLANNED, self.Status.APPLIED):
             return 100.0

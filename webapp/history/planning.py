@@ -311,8 +311,8 @@ def plan_rows(
         done += len(group)
         if progress is not None:
             progress(done)
-    plan = HistoryPlan(plans)
-    return plan, (items if plan.ok else [])
+    whole = HistoryPlan(plans)  # `plan` above is one row's
+    return whole, (items if whole.ok else [])
 
 
 def _store(files: PhotoFiles, row: HistoryRow, photo: ValidPhoto, checksum: str, *,

@@ -30,17 +30,19 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
+from webapp.accounts.roles import Actor
 from webapp.audit.services import audit_record
 from webapp.catalog.bundles import ImageSource, open_zip_csv
 from webapp.catalog.importing import CatalogueFormatError
 from webapp.catalog.models import SKU, SKUImage
-from webapp.catalog.services import Actor, catalogue_changed_on_commit
+from webapp.catalog.services import catalogue_changed_on_commit
 from webapp.enqueue import enqueue_on_commit
 from webapp.history.format import HISTORY_CSV_NAME, HistoryRow, parse_history_csv
 from webapp.history.models import HistoryImport, HistoryPhoto
@@ -70,11 +72,11 @@ class HistoryImportError(ValueError):
     """A refused action; `str(exc)` is safe to show to the admin."""
 
 
-def _user(actor: Actor) -> AbstractBaseUser | None:
+def _user(actor: Actor) -> User | None:
     return actor if actor is not None and actor.is_authenticated else None
 
 
-def history_decider(actor: Actor) -> AbstractBaseUser:
+def history_decider(actor: Actor) -> User:
     """The user the imported decisions are recorded under: the admin, else the system user."""
     user = _user(actor)
     if user is not None:
@@ -160,7 +162,7 @@ def _recheck(plan: HistoryPlan, items: list[PlannedItem]) -> set[str]:
 
 
 def _record(
-    record: HistoryImport, plan: HistoryPlan, items: list[PlannedItem], decider: AbstractBaseUser
+    record: HistoryImport, plan: HistoryPlan, items: list[PlannedItem], decider: User
 ) -> tuple[int, set[str]]:
     """Write every item's rows; returns (reference images added, gallery files unused)."""
     dropped = _recheck(plan, items)
@@ -174,6 +176,7 @@ def _record(
     MatchRequest.objects.bulk_create(requests, batch_size=BULK)
     dated = [r for r, item in zip(requests, items, strict=True) if item.matched_at]
     for request in dated:  # auto_now_add stamped them with today
+        assert request.started_at is not None  # set above
         request.created_at = request.started_at
     MatchRequest.objects.bulk_update(dated, ["created_at"], batch_size=BULK)
 
@@ -197,6 +200,7 @@ def _record(
     ]
     Decision.objects.bulk_create(decisions, batch_size=BULK)
     for decision, request in zip(decisions, requests, strict=True):
+        assert request.finished_at is not None  # set above
         decision.decided_at = request.finished_at
     Decision.objects.bulk_update(decisions, ["decided_at"], batch_size=BULK)
 
@@ -377,8 +381,7 @@ def _claim(import_id: int, *, takeover: bool) -> str | None:
     return None
 
 
-def _open_bundle(record: HistoryImport) -> tuple[io.BufferedReader, list[HistoryRow],
-                                                  ImageSource]:
+def _open_bundle(record: HistoryImport) -> tuple[FieldFile, list[HistoryRow], ImageSource]:
     try:
         if not record.bundle:
             raise OSError("pruned")

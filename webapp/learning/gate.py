@@ -44,7 +44,7 @@ ORIGIN = re.compile(r"^match-(\d+)-photo-\d+$")  # webapp.matching.gallery's nam
 # Query embeddings per (model version, photo): the live model is evaluated again at every gate.
 _QUERY_CACHE: dict[tuple[str, int], np.ndarray] = {}
 _QUERY_CACHE_MAX = 50_000
-Progress = Callable[[str], None]
+Progress = Callable[[str], object]  # what a callback returns is not looked at
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _gallery_vectors(gallery: Gallery, model_ref: str) -> np.ndarray:
             vectors = ml_gateway.embed_crops(crops, model_ref=model_ref)
             fresh.update({i.pk: v for i, v in zip(chunk, vectors, strict=True)})
     return np.stack([
-        np.frombuffer(bytes(stored[i]), dtype=np.float32) if stored.get(i) is not None
+        np.frombuffer(bytes(vector), dtype=np.float32) if (vector := stored.get(i)) is not None
         else np.asarray(fresh[i], dtype=np.float32)
         for i in gallery.image_ids
     ])

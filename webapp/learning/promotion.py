@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -43,7 +43,7 @@ def promotion_kind(model: ModelVersion) -> str:
 
 
 def promotion_request(
-    *, model: ModelVersion, user: AbstractBaseUser | None = None, automatic: bool = False
+    *, model: ModelVersion, user: User | None = None, automatic: bool = False
 ) -> Promotion:
     """Queue making `model` live. Raises PromotionError when it may not, or cannot, be."""
     previous = live_model_ref()

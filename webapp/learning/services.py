@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from typing import cast
 
 import numpy as np
 from django.conf import settings
@@ -68,7 +69,9 @@ def reference_embeddings_refresh(*, model_ref: str, batch_size: int = EMBED_BATC
 
 
 def _database_vectors(ids: list[int]) -> np.ndarray:
-    rows = dict(SKUImage.objects.filter(id__in=ids).values_list("id", "embedding"))
+    # The ids are of images embedded by this model (index_publish's `wanted`): none is null.
+    rows = cast(dict[int, bytes],
+                dict(SKUImage.objects.filter(id__in=ids).values_list("id", "embedding")))
     return np.stack([np.frombuffer(bytes(rows[i]), dtype=np.float32) for i in ids])
 
 

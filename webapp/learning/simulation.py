@@ -246,6 +246,7 @@ class Simulation:
     def review(self) -> None:
         for case in BadCase.objects.filter(status=BadCase.Status.OPEN).select_related("request"):
             photo = case.request.photos.first()
+            assert photo is not None  # every match has its photos
             with photo.image.open("rb") as handle:
                 image = Image.open(handle).convert("RGB")
             bad_case_resolve(bad_case=case, actor=self.qa, causes=reviewer_causes(image),
@@ -268,7 +269,7 @@ class Simulation:
             self.log(f"no promotion (still {before.model})")
         self.prune_index_versions()
 
-    def record_run(self, run_id: int | None) -> dict[str, Any]:
+    def record_run(self, run_id: int) -> dict[str, Any]:
         run = TrainingRun.objects.get(pk=run_id)
         model = ModelVersion.objects.filter(training_run=run).first()
         row = {

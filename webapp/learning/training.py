@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -61,7 +61,7 @@ def _enqueue(run_id: int) -> None:
 
 
 def training_run_request(
-    *, trigger: str, user: AbstractBaseUser | None = None, options: dict[str, Any] | None = None
+    *, trigger: str, user: User | None = None, options: dict[str, Any] | None = None
 ) -> TrainingRun:
     """Queue a run. Raises TrainingError while another one is queued or running."""
     unknown = set(options or {}) - RUN_ONLY_OPTIONS - ml_gateway.train_option_names()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from webapp.accounts.roles import Role, role_required
+from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.learning.models import ModelVersion, Promotion, TrainingRun
 from webapp.learning.promotion import PromotionError, promotion_kind, promotion_request
 from webapp.learning.selectors import (
@@ -32,13 +32,13 @@ from webapp.learning.training import (
 )
 
 
-def _go(request: HttpRequest, url: str) -> HttpResponse:
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)  # type: ignore[attr-defined]
+def _go(request: AuthenticatedRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
-def home(request: HttpRequest) -> TemplateResponse:
+def home(request: AuthenticatedRequest) -> TemplateResponse:
     context = {
         "live_ref": live_model_ref(),
         "live": live_model(),
@@ -58,7 +58,7 @@ def home(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_POST
-def run_create(request: HttpRequest) -> HttpResponse:
+def run_create(request: AuthenticatedRequest) -> HttpResponse:
     try:
         run = training_run_request(trigger=TrainingRun.Trigger.MANUAL, user=request.user)
     except TrainingError as exc:
@@ -69,7 +69,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
-def run_detail(request: HttpRequest, run_id: int) -> TemplateResponse:
+def run_detail(request: AuthenticatedRequest, run_id: int) -> TemplateResponse:
     run = get_object_or_404(TrainingRun.objects.select_related("requested_by"), pk=run_id)
     model = ModelVersion.objects.filter(training_run=run).first()
     template = "learning/_run_status.html" if request.htmx else "learning/run.html"
@@ -78,7 +78,7 @@ def run_detail(request: HttpRequest, run_id: int) -> TemplateResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_POST
-def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_cancel(request: AuthenticatedRequest, run_id: int) -> HttpResponse:
     run = training_run_cancel(run=get_object_or_404(TrainingRun, pk=run_id))
     if run.status == TrainingRun.Status.RUNNING:
         messages.info(request, "Cancelling: the run stops at its next training step.")
@@ -87,7 +87,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_GET
-def model_detail(request: HttpRequest, model_id: int) -> TemplateResponse:
+def model_detail(request: AuthenticatedRequest, model_id: int) -> TemplateResponse:
     model = get_object_or_404(ModelVersion.objects.select_related("training_run"), pk=model_id)
     return TemplateResponse(
         request,
@@ -104,7 +104,7 @@ def model_detail(request: HttpRequest, model_id: int) -> TemplateResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_POST
-def model_activate(request: HttpRequest, model_id: int) -> HttpResponse:
+def model_activate(request: AuthenticatedRequest, model_id: int) -> HttpResponse:
     """Promote a model that passed the gate, or roll back to an earlier live one."""
     model = get_object_or_404(ModelVersion, pk=model_id)
     try:

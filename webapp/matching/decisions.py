@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,7 +29,7 @@ class DecisionInvalid(DecisionError):
 def decision_record(
     *,
     request: MatchRequest,
-    user: AbstractBaseUser,
+    user: User,
     outcome: str,
     candidate_id: int | None = None,
     sku_id: int | None = None,
@@ -44,12 +44,14 @@ def decision_record(
     candidate = None
     sku = None
     if outcome == Decision.Outcome.ACCEPT:
-        candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
+        if candidate_id is not None:
+            candidate = request.candidates.filter(pk=candidate_id).select_related("sku").first()
         if candidate is None:
             raise DecisionInvalid("Pick one of this match's candidates.")
         sku = candidate.sku
     elif outcome == Decision.Outcome.OTHER_SKU:
-        sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
+        if sku_id is not None:
+            sku = SKU.objects.filter(pk=sku_id, is_active=True).first()
         if sku is None:
             raise DecisionInvalid("Choose an existing, active SKU.")
     elif outcome not in (Decision.Outcome.REJECT, Decision.Outcome.NEW_SKU):
@@ -91,7 +93,7 @@ def decision_undo_deadline(decision: Decision) -> datetime | None:
     return decision.decided_at + timedelta(seconds=settings.UNDO_WINDOW_S)
 
 
-def decision_undoable_by(decision: Decision | None, user: AbstractBaseUser) -> bool:
+def decision_undoable_by(decision: Decision | None, user: User) -> bool:
     if decision is None or decision.decided_by_id != user.pk:
         return False
     deadline = decision_undo_deadline(decision)
@@ -110,7 +112,7 @@ def _bad_case_as_left(bad_case: BadCase, decision: Decision) -> bool:
             and not bad_case.note and bad_case.correct_sku_id == decision.sku_id)
 
 
-def decision_undo(*, decision: Decision, user: AbstractBaseUser) -> MatchRequest:
+def decision_undo(*, decision: Decision, user: User) -> MatchRequest:
     """Withdraw one's own decision within SKULENS_UNDO_WINDOW_S: the match is undecided again.
 
     Withdrawn with it: its bad case and catalogue gap (only while nobody else has acted on

@@ -40,6 +40,7 @@ def detector_dataset_export(*, out: Path) -> DetectorExport:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     for photo in photos:
+        assert photo.box is not None  # a corrected photo holds the box it was corrected to
         x0, y0, x1, y1 = photo.box
         stem = f"match{photo.request_id}-photo{photo.position}"
         with photo.image.open("rb") as source, (out / "images" / f"{stem}.jpg").open("wb") as dst:

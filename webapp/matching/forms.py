@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.http import QueryDict
 
 from webapp.catalog.models import Brand, Category, Series
 from webapp.matching.models import Decision
@@ -22,6 +23,7 @@ class MatchRequestForm(forms.Form):
 
     def soft_attribute_pairs(self) -> list[tuple[str, str]]:
         """The page's attribute rows (attr_key[i], attr_value[i]), as typed."""
+        assert isinstance(self.data, QueryDict)  # bound to request.POST
         keys, values = self.data.getlist("attr_key"), self.data.getlist("attr_value")
         return list(zip(keys, values, strict=False))
 

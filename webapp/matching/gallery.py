@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 
 from webapp.catalog.models import SKUImage
@@ -46,6 +46,7 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
     ).count()
     added = []
     for photo in decision.request.photos.order_by("position")[: max(room, 0)]:
+        assert photo.image.name is not None  # the file is required: a saved photo has one
         with photo.image.open("rb") as handle:
             content = ContentFile(handle.read())
         reference = SKUImage(
@@ -64,7 +65,7 @@ def gallery_enrich_from_decision(*, decision: Decision) -> list[SKUImage]:
     return added
 
 
-def gallery_withdraw_decision(*, decision: Decision, actor: AbstractBaseUser) -> list[int]:
+def gallery_withdraw_decision(*, decision: Decision, actor: User) -> list[int]:
     """Remove the reference images this decision's request added (undo); their ids.
 
     Each goes through the catalogue's own removal: audited, file deleted on commit, vector

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_safe
 
 from webapp.accounts.roles import Role, has_role, user_roles
@@ -70,7 +71,7 @@ def _may_read(request: HttpRequest, name: str) -> bool:
 
 
 @require_safe
-def media(request: HttpRequest, path: str) -> HttpResponse:
+def media(request: HttpRequest, path: str) -> HttpResponseBase:
     name = _clean(path)
     # Not allowed and not there look the same: no one learns which names exist.
     if not _may_read(request, name):
@@ -81,7 +82,7 @@ def media(request: HttpRequest, path: str) -> HttpResponse:
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     mode = settings.MEDIA_SERVER
     if mode == "django":
-        response: HttpResponse = FileResponse(full.open("rb"), content_type=content_type)
+        response: HttpResponseBase = FileResponse(full.open("rb"), content_type=content_type)
     else:
         response = HttpResponse(content_type=content_type)
         if mode == "x-accel-redirect":

@@ -139,6 +139,9 @@ class Candidate(models.Model):
     # What the re-ranking stage found (ml.rerank.CandidateEvidence as JSON): matched
     # keypoints, key parts, OCR words, attribute agreement, features and contributions.
     evidence = models.JSONField(default=dict, blank=True)
+    # Not a column: the catalogue image the evidence names, set on the candidates that
+    # webapp.matching.selectors.request_with_candidates reads.
+    evidence_reference: SKUImage | None
 
     class Meta:
         ordering = ["request_id", "rank"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable, Mapping, Sequence
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -33,7 +33,7 @@ def _enqueue(request_id: int) -> None:
 
 def match_request_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     uploads: Sequence[UploadedPhoto],
     category: Category | None = None,
     brand: Brand | None = None,

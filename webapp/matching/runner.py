@@ -155,7 +155,9 @@ def _match_input(request_id: int) -> _MatchInput:
         images,
         allowed_ids=plan.allowed_reference_ids,
         corrected_boxes=[
-            Box(*photo.box) if photo.box_source == QueryPhoto.BoxSource.CORRECTED else None
+            Box(*photo.box)
+            if photo.box_source == QueryPhoto.BoxSource.CORRECTED and photo.box is not None
+            else None
             for photo in photos
         ],
         detection_classes=detection_classes_for(request),
@@ -309,7 +311,7 @@ def detection_classes_for(request: MatchRequest) -> list[str]:
     """Detector classes for the request: its category's, or every category's when unfiltered.
 
     An empty list lets any class count (categories that configure none)."""
-    if request.category_id:
+    if request.category is not None:
         return list(request.category.detection_classes)
     configured = Category.objects.exclude(detection_classes=[]).values_list(
         "detection_classes", flat=True

@@ -7,14 +7,12 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db.models import Prefetch, Q, QuerySet
 
-from webapp.accounts.roles import Role, has_role
+from webapp.accounts.roles import AnyUser, Role, has_role
 from webapp.catalog.models import SKUImage
 from webapp.matching.models import Candidate, Decision, MatchRequest, QueryPhoto
-
-User = AbstractBaseUser | AnonymousUser
 
 # Roles that oversee every appraiser's work (read only: acting stays with the owner).
 OVERSEER_ROLES = (Role.QA, Role.CATALOGUE_ADMIN)
@@ -32,7 +30,7 @@ HISTORY_SHOWS: dict[str, tuple[str, Q]] = {
 }
 
 
-def match_requests_visible_to(user: User) -> QuerySet[MatchRequest]:
+def match_requests_visible_to(user: AnyUser) -> QuerySet[MatchRequest]:
     """An appraiser sees their own requests; QA and catalogue admins see all of them."""
     if not user.is_authenticated or not user.is_active:
         return MatchRequest.objects.none()
@@ -41,7 +39,7 @@ def match_requests_visible_to(user: User) -> QuerySet[MatchRequest]:
     return MatchRequest.objects.filter(created_by=user)
 
 
-def match_requests_actionable_by(user: User) -> QuerySet[MatchRequest]:
+def match_requests_actionable_by(user: AnyUser) -> QuerySet[MatchRequest]:
     """Deciding, retrying and re-boxing are the owner's (a superuser may act on any)."""
     if not user.is_authenticated or not user.is_active:
         return MatchRequest.objects.none()
@@ -50,7 +48,7 @@ def match_requests_actionable_by(user: User) -> QuerySet[MatchRequest]:
     return MatchRequest.objects.filter(created_by=user)
 
 
-def match_request_for(*, user: User, request_id: int, act: bool = False) -> MatchRequest:
+def match_request_for(*, user: AnyUser, request_id: int, act: bool = False) -> MatchRequest:
     """The request if `user` may see it (or act on it, with `act`).
 
     Raises MatchRequest.DoesNotExist otherwise: callers answer 404, never 403, so that ids of
@@ -59,7 +57,8 @@ def match_request_for(*, user: User, request_id: int, act: bool = False) -> Matc
     return allowed.get(pk=request_id)
 
 
-def query_photo_for(*, user: User, request_id: int, position: int, act: bool = False) -> QueryPhoto:
+def query_photo_for(*, user: AnyUser, request_id: int, position: int, act: bool = False
+                    ) -> QueryPhoto:
     """One photo of a request `user` may see (or act on). Raises QueryPhoto.DoesNotExist."""
     allowed = match_requests_actionable_by(user) if act else match_requests_visible_to(user)
     return QueryPhoto.objects.select_related("request").get(
@@ -67,7 +66,7 @@ def query_photo_for(*, user: User, request_id: int, position: int, act: bool = F
     )
 
 
-def query_photo_file_visible(*, user: User, name: str) -> bool:
+def query_photo_file_visible(*, user: AnyUser, name: str) -> bool:
     """Whether the media file `name` is the original, normalised image or mask of a photo of a
     request `user` may see."""
     return QueryPhoto.objects.filter(
@@ -76,7 +75,7 @@ def query_photo_file_visible(*, user: User, name: str) -> bool:
     ).exists()
 
 
-def recent_requests(*, user: AbstractBaseUser, limit: int = 20) -> QuerySet[MatchRequest]:
+def recent_requests(*, user: User, limit: int = 20) -> QuerySet[MatchRequest]:
     return (
         MatchRequest.objects.filter(created_by=user)
         .exclude(source=MatchRequest.Source.HISTORY)  # imported history is not their work
@@ -85,7 +84,7 @@ def recent_requests(*, user: AbstractBaseUser, limit: int = 20) -> QuerySet[Matc
     )
 
 
-def request_with_candidates(*, request_id: int, user: User) -> MatchRequest:
+def request_with_candidates(*, request_id: int, user: AnyUser) -> MatchRequest:
     """One request with everything its page shows, if `user` may see it: three queries for
     the request (with its filters and decision), its photos and its candidates (with SKU
     hierarchy and reference image), and at most one for the catalogue images that spatial
@@ -130,7 +129,7 @@ def request_with_candidates(*, request_id: int, user: User) -> MatchRequest:
     return match
 
 
-def request_history(*, user: AbstractBaseUser, query: str = "", show: str = "all"
+def request_history(*, user: User, query: str = "", show: str = "all"
                     ) -> QuerySet[MatchRequest]:
     """The user's own items, newest first, narrowed by `show` (a HISTORY_SHOWS key) and by the
     words of `query`: each must be in the item number, the decided SKU's code or name, the

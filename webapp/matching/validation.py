@@ -18,8 +18,11 @@ ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic"}
 
 
 class UploadedPhoto(Protocol):
-    name: str | None
-    size: int | None
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def size(self) -> int | None: ...
 
     def read(self, size: int = -1) -> bytes: ...
 
@@ -73,7 +76,8 @@ def _validate_one(upload: UploadedPhoto, label: str) -> ValidPhoto:
     if max(image.size) > settings.PHOTO_MAX_SIDE:
         # The worker never decodes more than this (a 40 MP photo is ~120 MB as RGB, and
         # isolation works on the whole frame); the original is kept as it came.
-        image.thumbnail((settings.PHOTO_MAX_SIDE, settings.PHOTO_MAX_SIDE), Image.LANCZOS)
+        image.thumbnail((settings.PHOTO_MAX_SIDE, settings.PHOTO_MAX_SIDE),
+                        Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=92)
     return ValidPhoto(
@@ -112,7 +116,7 @@ class UploadRejected(ValueError):
 def upload_list(request: HttpRequest, field: str = "photos") -> list[UploadedPhoto]:
     """The uploaded photos; bodies over the size limit never get here (UploadLimitMiddleware)."""
     try:
-        uploads = list(request.FILES.getlist(field))
+        uploads: list[UploadedPhoto] = list(request.FILES.getlist(field))
     except TooManyFilesSent as exc:
         raise UploadRejected(
             f"Too many files: at most {settings.MATCH_MAX_PHOTOS} photos per item."

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from ml.types import Box
-from webapp.accounts.roles import Role, role_required
+from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
 from webapp.matching.calibration import confident_threshold
 from webapp.matching.decisions import (
@@ -47,7 +47,7 @@ from webapp.params import choice_param, int_param, search_text
 from webapp.review.crops import jpeg, query_photo_crop
 
 
-def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
+def _load_request(request: AuthenticatedRequest, request_id: int) -> MatchRequest:
     try:
         match = request_with_candidates(request_id=request_id, user=request.user)
     except MatchRequest.DoesNotExist as exc:
@@ -55,7 +55,7 @@ def _load_request(request: HttpRequest, request_id: int) -> MatchRequest:
     return match
 
 
-def _owned_request(request: HttpRequest, request_id: int) -> MatchRequest:
+def _owned_request(request: AuthenticatedRequest, request_id: int) -> MatchRequest:
     """A request the user may act on (their own), else 404."""
     try:
         return match_request_for(user=request.user, request_id=request_id, act=True)
@@ -65,7 +65,7 @@ def _owned_request(request: HttpRequest, request_id: int) -> MatchRequest:
 
 @role_required(Role.APPRAISER)
 @require_GET
-def home(request: HttpRequest) -> TemplateResponse:
+def home(request: AuthenticatedRequest) -> TemplateResponse:
     return TemplateResponse(
         request,
         "matching/home.html",
@@ -84,7 +84,7 @@ def home(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.APPRAISER)
 @require_POST
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: AuthenticatedRequest) -> HttpResponse:
     errors: list[str] = []
     try:
         uploads = upload_list(request)
@@ -92,7 +92,7 @@ def create(request: HttpRequest) -> HttpResponse:
         uploads, errors = [], [str(exc)]
     form = MatchRequestForm(request.POST if not errors else None)
     if not errors and not form.is_valid():
-        errors = [f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items()]
+        errors = [f"{field}: {' '.join(map(str, msgs))}" for field, msgs in form.errors.items()]
     elif not errors:
         try:
             match = match_request_create(
@@ -126,7 +126,7 @@ def _confident_score(match: MatchRequest) -> float:
 
 @role_required(Role.APPRAISER)
 @require_GET
-def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
+def detail(request: AuthenticatedRequest, request_id: int) -> TemplateResponse:
     match = _load_request(request, request_id)
     template = "matching/_result.html" if request.htmx else "matching/detail.html"
     decision = getattr(match, "decision", None)
@@ -146,7 +146,7 @@ def detail(request: HttpRequest, request_id: int) -> TemplateResponse:
 
 @role_required(Role.APPRAISER)
 @require_POST
-def undo(request: HttpRequest, request_id: int) -> HttpResponse:
+def undo(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
     match = _owned_request(request, request_id)  # another appraiser's item is a 404
     decision = Decision.objects.filter(request=match).first()
     if decision is None:
@@ -163,7 +163,7 @@ def undo(request: HttpRequest, request_id: int) -> HttpResponse:
 
 @role_required(Role.APPRAISER)
 @require_GET
-def crop(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
+def crop(request: AuthenticatedRequest, request_id: int, position: int) -> HttpResponse:
     """The item as the network saw it (box, mask, neutral background), as a JPEG."""
     try:
         photo = query_photo_for(user=request.user, request_id=request_id, position=position)
@@ -180,7 +180,7 @@ HISTORY_PAGE = 25
 
 @role_required(Role.APPRAISER)
 @require_GET
-def history(request: HttpRequest) -> TemplateResponse:
+def history(request: AuthenticatedRequest) -> TemplateResponse:
     # Too much search text is a 400; a malformed filter or page falls back to its default
     # and the search still applies.
     query = search_text(request.GET.get("q"))
@@ -199,7 +199,7 @@ def history(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.APPRAISER)
 @require_POST
-def decide(request: HttpRequest, request_id: int) -> HttpResponse:
+def decide(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
     match = _owned_request(request, request_id)
     form = DecisionForm(request.POST)
     if form.is_valid():
@@ -222,7 +222,7 @@ def decide(request: HttpRequest, request_id: int) -> HttpResponse:
 
 @role_required(Role.APPRAISER)
 @require_POST
-def retry(request: HttpRequest, request_id: int) -> HttpResponse:
+def retry(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
     match_request_retry(request=_owned_request(request, request_id))
     url = reverse("matching:detail", args=[request_id])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
@@ -230,7 +230,7 @@ def retry(request: HttpRequest, request_id: int) -> HttpResponse:
 
 @role_required(Role.APPRAISER)
 @require_POST
-def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpResponse:
+def correct_box(request: AuthenticatedRequest, request_id: int, position: int) -> HttpResponse:
     try:
         photo = query_photo_for(user=request.user, request_id=request_id, position=position,
                                 act=True)
@@ -250,7 +250,7 @@ def correct_box(request: HttpRequest, request_id: int, position: int) -> HttpRes
 
 @role_required(Role.APPRAISER, Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
-def sku_lookup(request: HttpRequest) -> TemplateResponse:
+def sku_lookup(request: AuthenticatedRequest) -> TemplateResponse:
     query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import F, OrderBy, Prefetch, QuerySet
 from django.utils import timezone
 
 from webapp.catalog.models import Category
@@ -19,7 +19,7 @@ AGES = {
     "old7": ("Older than 7 days", None, timedelta(days=7)),
     "old30": ("Older than 30 days", None, timedelta(days=30)),
 }
-SORTS = {
+SORTS: dict[str, tuple[str, list[str | OrderBy]]] = {
     "margin": ("Closest calls first", [F("margin").asc(nulls_last=True), "-created_at"]),
     "newest": ("Newest first", ["-created_at"]),
     "oldest": ("Oldest first", ["created_at"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ class ReviewError(ValueError):
 
 
 def _initial_category_id(decision: Decision) -> int | None:
-    if decision.sku_id:
+    if decision.sku is not None:
         return decision.sku.series.brand.category_id
     if decision.request.category_id:
         return decision.request.category_id
@@ -61,7 +61,7 @@ def _locked_open(bad_case: BadCase) -> BadCase:
 
 
 @transaction.atomic
-def bad_case_tag(*, bad_case: BadCase, causes: Iterable[str], actor: AbstractBaseUser) -> BadCase:
+def bad_case_tag(*, bad_case: BadCase, causes: Iterable[str], actor: User) -> BadCase:
     """Add causes to an open case (bulk tagging keeps what was already tagged)."""
     locked = _locked_open(bad_case)
     before = list(locked.causes)
@@ -77,7 +77,7 @@ def bad_case_tag(*, bad_case: BadCase, causes: Iterable[str], actor: AbstractBas
 def bad_case_resolve(
     *,
     bad_case: BadCase,
-    actor: AbstractBaseUser,
+    actor: User,
     causes: Sequence[str],
     correct_sku: SKU | None,
     note: str = "",
@@ -124,7 +124,7 @@ def bad_case_resolve(
     return locked
 
 
-def bad_case_flag_gap(*, bad_case: BadCase, actor: AbstractBaseUser, note: str = "",
+def bad_case_flag_gap(*, bad_case: BadCase, actor: User, note: str = "",
                       causes: Sequence[str] = ()) -> BadCase:
     """Resolve as "the catalogue lacks this item" and tell the catalogue admins."""
     return bad_case_resolve(
@@ -134,7 +134,7 @@ def bad_case_flag_gap(*, bad_case: BadCase, actor: AbstractBaseUser, note: str =
 
 
 @transaction.atomic
-def bad_case_reopen(*, bad_case: BadCase, actor: AbstractBaseUser) -> BadCase:
+def bad_case_reopen(*, bad_case: BadCase, actor: User) -> BadCase:
     locked = BadCase.objects.select_for_update().get(pk=bad_case.pk)
     if locked.status == BadCase.Status.OPEN:
         return locked
@@ -164,7 +164,7 @@ class BulkResult:
 
 
 def bad_cases_bulk(
-    *, ids: Sequence[int], action: str, actor: AbstractBaseUser, cause: str = ""
+    *, ids: Sequence[int], action: str, actor: User, cause: str = ""
 ) -> BulkResult:
     """Apply one action to many cases; each case succeeds or fails on its own."""
     result = BulkResult()
@@ -192,7 +192,7 @@ def bad_cases_bulk(
 
 @transaction.atomic
 def catalogue_gap_close(
-    *, gap: CatalogueGap, actor: AbstractBaseUser, status: str, sku: SKU | None = None
+    *, gap: CatalogueGap, actor: User, status: str, sku: SKU | None = None
 ) -> CatalogueGap:
     """The admins added the SKU (optionally naming it) or dismissed the notice."""
     if status not in (CatalogueGap.Status.ADDED, CatalogueGap.Status.DISMISSED):

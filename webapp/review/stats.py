@@ -106,7 +106,8 @@ def _ranks_of_decisions(decisions: list[tuple[int, int | None]]) -> dict[int, in
     for request_id, rank, sku_id in Candidate.objects.filter(
         request_id__in=wanted.keys()
     ).values_list("request_id", "rank", "sku_id"):
-        if sku_id == wanted[request_id] and (ranks[request_id] is None or rank < ranks[request_id]):
+        best = ranks[request_id]
+        if sku_id == wanted[request_id] and (best is None or rank < best):
             ranks[request_id] = rank
     return ranks
 
@@ -200,7 +201,7 @@ def match_latency(window: Window) -> Latency:
     ).values_list("created_at", "finished_at", "timings_ms")
     for created, finished, timings in rows:
         i = position.get(window.bucket(created))
-        if i is not None:
+        if i is not None and finished is not None:  # always finished: the filter says so
             per[i].append((finished - created).total_seconds() * 1000)
         for stage, ms in (timings or {}).items():
             stages[stage].append(float(ms))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from webapp.accounts.roles import Role, role_required
+from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import sku_search
 from webapp.matching.models import QueryPhoto
 from webapp.matching.selectors import match_requests_visible_to
@@ -43,13 +43,13 @@ CAUSE_KEYS = [(str(i), value, label) for i, (value, label) in
               enumerate(FailureCause.choices, start=1)]
 
 
-def _go(request: HttpRequest, url: str) -> HttpResponse:
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)  # type: ignore[attr-defined]
+def _go(request: AuthenticatedRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @role_required(Role.QA)
 @require_GET
-def queue(request: HttpRequest) -> TemplateResponse:
+def queue(request: AuthenticatedRequest) -> TemplateResponse:
     filters = QueueFilters.from_query(request.GET.dict())
     cases = bad_case_queue(filters=filters)
     context = {
@@ -67,7 +67,7 @@ def queue(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.QA)
 @require_POST
-def bulk(request: HttpRequest) -> HttpResponse:
+def bulk(request: AuthenticatedRequest) -> HttpResponse:
     form = BulkForm(request.POST)
     ids = selected_ids(request.POST.getlist("ids"))
     if not ids:
@@ -91,7 +91,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.QA)
 @require_GET
-def detail(request: HttpRequest, case_id: int) -> TemplateResponse:
+def detail(request: AuthenticatedRequest, case_id: int) -> TemplateResponse:
     try:
         case = bad_case_detail(case_id=case_id)
     except BadCase.DoesNotExist as exc:
@@ -113,7 +113,7 @@ def detail(request: HttpRequest, case_id: int) -> TemplateResponse:
 
 @role_required(Role.QA)
 @require_GET
-def crop(request: HttpRequest, case_id: int, position: int) -> HttpResponse:
+def crop(request: AuthenticatedRequest, case_id: int, position: int) -> HttpResponse:
     """The item as the network saw it (box, mask, neutral background), as a JPEG."""
     visible = QueryPhoto.objects.filter(request__in=match_requests_visible_to(request.user))
     photo = get_object_or_404(visible, request__bad_case__pk=case_id, position=position)
@@ -124,11 +124,12 @@ def crop(request: HttpRequest, case_id: int, position: int) -> HttpResponse:
 
 @role_required(Role.QA)
 @require_POST
-def resolve(request: HttpRequest, case_id: int) -> HttpResponse:
+def resolve(request: AuthenticatedRequest, case_id: int) -> HttpResponse:
     case = get_object_or_404(BadCase, pk=case_id)
     form = ResolveForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "; ".join(f"{k}: {' '.join(map(str, v))}"
+                                          for k, v in form.errors.items()))
         return _go(request, reverse("review:detail", args=[case_id]))
     data = form.cleaned_data
     causes = list(data["causes"])
@@ -148,14 +149,14 @@ def resolve(request: HttpRequest, case_id: int) -> HttpResponse:
 
 @role_required(Role.QA)
 @require_POST
-def reopen(request: HttpRequest, case_id: int) -> HttpResponse:
+def reopen(request: AuthenticatedRequest, case_id: int) -> HttpResponse:
     bad_case_reopen(bad_case=get_object_or_404(BadCase, pk=case_id), actor=request.user)
     return _go(request, reverse("review:detail", args=[case_id]))
 
 
 @role_required(Role.QA)
 @require_GET
-def sku_lookup(request: HttpRequest) -> TemplateResponse:
+def sku_lookup(request: AuthenticatedRequest) -> TemplateResponse:
     query = search_text(request.GET.get("q"))
     return TemplateResponse(
         request, "review/_sku_results.html",
@@ -165,7 +166,7 @@ def sku_lookup(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.QA, Role.CATALOGUE_ADMIN)
 @require_GET
-def gaps(request: HttpRequest) -> TemplateResponse:
+def gaps(request: AuthenticatedRequest) -> TemplateResponse:
     show = choice_param(request.GET, "show", [*CatalogueGap.Status.values, "all"],
                         CatalogueGap.Status.OPEN, strict=False)
     return TemplateResponse(
@@ -178,7 +179,7 @@ def gaps(request: HttpRequest) -> TemplateResponse:
 
 @role_required(Role.CATALOGUE_ADMIN)
 @require_POST
-def gap_close(request: HttpRequest, gap_id: int) -> HttpResponse:
+def gap_close(request: AuthenticatedRequest, gap_id: int) -> HttpResponse:
     gap = get_object_or_404(CatalogueGap, pk=gap_id)
     form = GapCloseForm(request.POST)
     if not form.is_valid():

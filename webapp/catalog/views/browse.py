@@ -42,7 +42,7 @@ def home(request: HttpRequest) -> TemplateResponse:
     # Links keep every filter but the page number.
     keep = params.copy()
     keep.pop("page", None)
-    context = {
+    context: dict[str, object] = {
         "page": page, "query": query, "status": status, "statuses": SKU_STATUSES,
         "filters": filters, "keep": keep.urlencode(),
     }
@@ -61,7 +61,9 @@ def hierarchy(request: HttpRequest) -> TemplateResponse:
 def _node(level: str, pk: int) -> Category | Brand | Series:
     if level not in LEVELS:
         raise Http404("No such level")
-    return get_object_or_404(LEVELS[level], pk=pk)
+    node = get_object_or_404(LEVELS[level], pk=pk)
+    assert isinstance(node, Category | Brand | Series)  # what LEVELS holds
+    return node
 
 
 @role_required(Role.CATALOGUE_ADMIN)

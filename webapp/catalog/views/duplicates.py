@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -25,7 +26,7 @@ from webapp.params import choice_param
 PAIRS_SHOWN = 200
 
 
-def _pairs(status: str) -> object:
+def _pairs(status: str) -> QuerySet[DuplicatePair]:
     return DuplicatePair.objects.filter(status=status).select_related(
         "sku_a__series__brand", "sku_b__series__brand", "image_a", "image_b", "resolved_by"
     ).order_by("-image_cosine", "-sku_cosine")

@@ -132,7 +132,7 @@ def merge(request: HttpRequest, sku_id: int) -> HttpResponse:
     source = _load(sku_id)
     form = MergeForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(form.errors.get("target", ["Choose a SKU."])))
+        messages.error(request, " ".join(map(str, form.errors.get("target", ["Choose a SKU."]))))
         return go(request, reverse("catalog:sku_detail", args=[source.pk]))
     target = form.cleaned_data["target"]
     try:
