@@ -39,7 +39,7 @@ def reference_crops(
     An empty checksum is never stored."""
     if len(pictures) != len(checksums):
         raise ValueError("one checksum per picture")
-    isolator_name = ml_gateway.isolator().name
+    isolator_name = ml_gateway.isolation_name()
     crops: list[Image.Image | None] = []
     todo: list[int] = []
     for i, (picture, checksum) in enumerate(zip(pictures, checksums, strict=True)):

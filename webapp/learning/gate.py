@@ -267,7 +267,7 @@ def gate_evaluate(*, candidate_ref: str, progress: Progress | None = None) -> Ga
         passed, reasons = False, ["this model is already live"]
     return GateReport(
         passed, reasons, checks, live_ref,
-        ml_gateway.embedder(live_ref).name, ml_gateway.embedder(candidate_ref).name,
+        ml_gateway.embedder_name(live_ref), ml_gateway.embedder_name(candidate_ref),
         len(holdout), len(replay), len(gallery_images().image_ids),
         {"live": live, "candidate": cand}, time.perf_counter() - started,
     )

@@ -55,7 +55,7 @@ def model_version_register(
     model, _created = ModelVersion.objects.get_or_create(
         model_ref=model_ref,
         defaults={
-            "name": name or ml_gateway.embedder(model_ref).name,
+            "name": name or ml_gateway.embedder_name(model_ref),
             "source": source,
             "training_run": training_run,
             "data_snapshot": data_snapshot or {},

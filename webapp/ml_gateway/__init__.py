@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 # Public name -> the submodule that defines it.
 _EXPORTS = {
     **dict.fromkeys(
-        ("default_model_ref", "detector", "embed_crops", "embedder",
-         "embedding_dim", "embedding_version", "isolate_items", "isolator", "item_crop",
+        ("default_model_ref", "detector", "embed_crops", "embedder", "embedder_name",
+         "embedding_dim", "embedding_version", "isolate_items", "isolation_name", "isolator",
+         "item_crop",
          "retrieval_config", "stage_threads"), "runtime"),
     **dict.fromkeys(
         ("IndexDraft", "IndexUpdate", "active_index", "index_files_present", "index_path",
@@ -95,9 +96,11 @@ if TYPE_CHECKING:  # the same names, for type checkers (ruff cannot read __all__
         detector,
         embed_crops,
         embedder,
+        embedder_name,
         embedding_dim,
         embedding_version,
         isolate_items,
+        isolation_name,
         isolator,
         item_crop,
         retrieval_config,

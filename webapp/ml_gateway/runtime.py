@@ -117,11 +117,21 @@ def item_crop(image: Image.Image, box: Box, mask: np.ndarray | None) -> Image.Im
     return isolate(image, box, mask)
 
 
+def embedder_name(model_ref: str | None = None) -> str:
+    """The embedding network's version name (what registry rows and gate reports show)."""
+    return embedder(model_ref).name
+
+
+def isolation_name() -> str:
+    """Everything about subject isolation that shapes a crop (detector and segmentation)."""
+    return isolator().name
+
+
 def embedding_version(model_ref: str | None = None) -> str:
     """Names everything that shapes a vector: the network and how items are isolated.
 
     Reference images embedded under another version are re-embedded before indexing."""
-    return f"{embedder(model_ref).name}|{isolator().name}"
+    return f"{embedder_name(model_ref)}|{isolation_name()}"
 
 
 def embed_crops(crops: Sequence[Image.Image], *, model_ref: str | None = None) -> np.ndarray:
