@@ -57,6 +57,7 @@ from rehearsal import (  # noqa: E402
     http_ok,
     locust,
     percentiles,
+    role_users,
     session_for,
     wait_for,
 )
@@ -149,11 +150,9 @@ def seed(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
-    from django.contrib.auth.models import User
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from webapp.accounts.roles import Role
-    from webapp.accounts.services import roles_ensure
     from webapp.catalog.models import SKU
     from webapp.matching.decisions import decision_record
     from webapp.matching.models import Decision, MatchRequest
@@ -162,23 +161,8 @@ def seed(args: argparse.Namespace) -> None:
     from webapp.review.services import bad_case_resolve
 
     rng = random.Random(14)
-    roles_ensure()
-
-    def users(prefix: str, count: int, role: Role) -> list[User]:
-        from django.contrib.auth.models import Group
-
-        group = Group.objects.get(name=role.value)
-        made = []
-        for n in range(count):
-            user, _ = User.objects.get_or_create(username=f"{prefix}{n:03d}")
-            user.set_unusable_password()
-            user.save()
-            user.groups.set([group])
-            made.append(user)
-        return made
-
-    appraisers = users("appraiser", args.users, Role.APPRAISER)
-    reviewers = users("reviewer", args.users, Role.QA)
+    appraisers = role_users("appraiser", args.users, Role.APPRAISER)
+    reviewers = role_users("reviewer", args.users, Role.QA)
 
     photos = sorted((var / "demo" / "photos").glob("*.jpg"))[: args.real]
     started = time.monotonic()

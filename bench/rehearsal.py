@@ -158,29 +158,33 @@ def session_for(user: Any) -> str:
     return str(store.session_key)
 
 
-def users_file(args: argparse.Namespace) -> dict[str, Any]:
-    """API tokens for the uploaders, session cookies for the reviewers."""
+def role_users(prefix: str, count: int, role: Any) -> list[Any]:
+    """`count` users named `<prefix>000`... in `role`'s group, without passwords (the load
+    test logs them in with tokens or session cookies); made once, reused after."""
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
-    from webapp.accounts.roles import Role
     from webapp.accounts.services import roles_ensure
 
     roles_ensure()
+    group = Group.objects.get(name=role.value)
+    made = []
+    for n in range(count):
+        user, _ = User.objects.get_or_create(username=f"{prefix}{n:03d}")
+        user.set_unusable_password()
+        user.save()
+        user.groups.set([group])
+        made.append(user)
+    return made
 
-    def make(prefix: str, count: int, role: Role) -> list[User]:
-        group = Group.objects.get(name=role.value)
-        made = []
-        for n in range(count):
-            user, _ = User.objects.get_or_create(username=f"{prefix}{n:03d}")
-            user.set_unusable_password()
-            user.save()
-            user.groups.set([group])
-            made.append(user)
-        return made
 
-    uploaders = make("uploader", args.uploads, Role.APPRAISER)
-    reviewers = make("reviewer", args.reviewers, Role.QA)
+def users_file(args: argparse.Namespace) -> dict[str, Any]:
+    """API tokens for the uploaders, session cookies for the reviewers."""
+    from rest_framework.authtoken.models import Token
+
+    from webapp.accounts.roles import Role
+
+    uploaders = role_users("uploader", args.uploads, Role.APPRAISER)
+    reviewers = role_users("reviewer", args.reviewers, Role.QA)
     data = {
         "uploaders": [{"username": u.username, "token": Token.objects.get_or_create(user=u)[0].key}
                       for u in uploaders],
