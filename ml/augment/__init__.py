@@ -6,7 +6,9 @@ Each named transform maps to a cause of the bad-case taxonomy (MISSION row 10):
 name               what it does
 =================  ===================================================================
 occlusion          random erasing: 1-3 rectangles filled with noise or a flat colour
-lighting           colour jitter (brightness, contrast, saturation, hue) and gamma (exposure)
+lighting           exposure: brightness and contrast jitter and gamma; hue is left alone
+colour             colour cast: saturation and white balance (off unless QA asks: a colour
+                   variant is another SKU)
 angle              perspective warp and rotation
 background         background replacement through a foreground mask
 compression_blur   JPEG re-encoding at low quality and Gaussian blur
@@ -38,6 +40,7 @@ from ml.augment.transforms import (
     TRANSFORMS,
     Transform,
     angle,
+    colour,
     compression_blur,
     lighting,
     occlusion,
@@ -56,6 +59,7 @@ __all__ = [
     "AugmentPolicy",
     "angle",
     "background",
+    "colour",
     "compression_blur",
     "heuristic_mask",
     "lighting",

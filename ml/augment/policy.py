@@ -22,17 +22,22 @@ from ml.augment.transforms import TRANSFORMS, random_resized_crop
 TRANSFORM_NAMES = (
     "occlusion",
     "lighting",
+    "colour",
     "angle",
     "background",
     "compression_blur",
     "scribble",
     "crop",
 )
+# Transforms that change what identifies a colour variant: never on by default.
+COLOUR_IDENTITY = frozenset({"colour"})
 # Reseller artefacts that are always possible, whatever the cause weights.
 ARTEFACT_FLOOR = {"compression_blur": 0.2, "scribble": 0.15}
 DEFAULT_PROBS = {
     "occlusion": 0.25,
     "lighting": 0.5,
+    # Off: a shifted hue or saturation is another colour variant, which is another SKU.
+    "colour": 0.0,
     "angle": 0.3,
     "background": 0.3,
     "compression_blur": 0.3,
@@ -46,6 +51,11 @@ CAUSE_ALIASES = {
     "lighting": "lighting",
     "light": "lighting",
     "exposure": "lighting",
+    "colour": "colour",
+    "color": "colour",
+    "colour_cast": "colour",
+    "color_cast": "colour",
+    "white_balance": "colour",
     "angle": "angle",
     "viewpoint": "angle",
     "perspective": "angle",
@@ -75,7 +85,8 @@ def _normalise_cause(name: str) -> str:
 class AugmentPolicy:
     """Per-transform probabilities; call it on one image to get an augmented, resized image.
 
-    Order: background (needs the un-cropped mask) -> crop -> angle -> lighting -> scribble ->
+    Order: background (needs the un-cropped mask) -> crop -> angle -> lighting -> colour ->
+    scribble ->
     occlusion -> compression_blur (uploads are compressed last).
 
     Attributes:
@@ -128,7 +139,9 @@ class AugmentPolicy:
             name = CAUSE_ALIASES[cause]
             merged[name] = merged.get(name, 0.0) + float(value)
         peak = max(merged.values(), default=0.0)
-        probs = {name: base for name in TRANSFORM_NAMES}
+        # Unweighted transforms run at `base`, except the colour cast: it only runs when asked.
+        probs = {name: base for name in TRANSFORM_NAMES if name not in COLOUR_IDENTITY}
+        probs.update({name: DEFAULT_PROBS[name] for name in COLOUR_IDENTITY})
         for name, value in merged.items():
             if peak > 0:
                 probs[name] = base + (top - base) * value / peak
@@ -149,7 +162,7 @@ class AugmentPolicy:
         if rng.random() < p["background"]:
             image = background(image, mask, rng, background_pool)
         image = random_resized_crop(image, self.image_size, rng, scale=self.crop_scale)
-        for name in ("angle", "lighting", "scribble", "occlusion", "compression_blur"):
+        for name in ("angle", "lighting", "colour", "scribble", "occlusion", "compression_blur"):
             if rng.random() < p[name]:
                 image = TRANSFORMS[name](image, None, rng)
         return image

@@ -1,5 +1,6 @@
 """The per-image transforms (PIL RGB in, PIL RGB out), each aimed at a failure cause QA tags:
-occlusion, lighting, angle, compression and blur, scribbles, and the random resized crop.
+occlusion, lighting, colour cast, angle, compression and blur, scribbles, and the random
+resized crop.
 The background transform lives in :mod:`.background`."""
 
 from __future__ import annotations
@@ -35,20 +36,26 @@ def occlusion(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -
 
 
 def lighting(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -> Image.Image:
-    """Brightness/contrast/saturation jitter, a small hue shift and a gamma (exposure) change."""
+    """Exposure: brightness and contrast jitter and a gamma change, the same for every channel,
+    so it adds no colour cast; a colour variant is its own SKU (:func:`colour` casts)."""
     ops: list[Callable[[Image.Image], Image.Image]] = [
         lambda im: ImageEnhance.Brightness(im).enhance(rng.uniform(0.6, 1.4)),
         lambda im: ImageEnhance.Contrast(im).enhance(rng.uniform(0.6, 1.4)),
-        lambda im: ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4)),
     ]
     rng.shuffle(ops)
     for op in ops:
         image = op(image)
     arr = np.asarray(image, dtype=np.float32) / 255.0
-    gamma = math.exp(rng.uniform(-0.4, 0.4))
-    tint = np.array([rng.uniform(0.9, 1.1) for _ in range(3)], dtype=np.float32)  # white balance
-    arr = np.clip(arr**gamma * tint, 0.0, 1.0)
+    arr = np.clip(arr ** math.exp(rng.uniform(-0.4, 0.4)), 0.0, 1.0)
     return Image.fromarray((arr * 255).astype(np.uint8))
+
+
+def colour(image: Image.Image, mask: np.ndarray | None, rng: random.Random) -> Image.Image:
+    """Colour cast: saturation jitter and a white-balance tint of up to 10% a channel."""
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    tint = np.array([rng.uniform(0.9, 1.1) for _ in range(3)], dtype=np.float32)
+    return Image.fromarray((np.clip(arr * tint, 0.0, 1.0) * 255).astype(np.uint8))
 
 
 def _perspective_coeffs(
@@ -160,6 +167,7 @@ def random_resized_crop(
 TRANSFORMS: dict[str, Transform] = {
     "occlusion": occlusion,
     "lighting": lighting,
+    "colour": colour,
     "angle": angle,
     "compression_blur": compression_blur,
     "scribble": scribble,
@@ -171,6 +179,7 @@ __all__ = [
     "Transform",
     "angle",
     "compression_blur",
+    "colour",
     "lighting",
     "occlusion",
     "random_resized_crop",

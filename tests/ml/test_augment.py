@@ -95,3 +95,19 @@ def test_background_replacement_keeps_foreground() -> None:
     src = np.asarray(img)
     assert np.array_equal(out[48, 48], src[48, 48])  # the product stays
     assert not np.array_equal(out[:8, :8], src[:8, :8])  # the white studio background goes
+
+
+def test_lighting_adds_no_colour_cast_and_colour_does() -> None:
+    grey = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
+    for seed in range(10):
+        lit = np.asarray(TRANSFORMS["lighting"](grey, None, random.Random(seed))).astype(int)
+        assert (lit[..., 0] == lit[..., 1]).all() and (lit[..., 1] == lit[..., 2]).all()
+    cast = np.asarray(TRANSFORMS["colour"](grey, None, random.Random(0))).astype(int)
+    assert np.abs(cast[..., 0] - cast[..., 2]).max() > 0
+
+
+def test_colour_cast_is_off_unless_asked_for() -> None:
+    assert AugmentPolicy(64).probs["colour"] == 0.0
+    assert AugmentPolicy.from_cause_weights({"occlusion": 3, "lighting": 1}).probs["colour"] == 0.0
+    asked = AugmentPolicy.from_cause_weights({"white balance": 2, "occlusion": 2}).probs
+    assert asked["colour"] == pytest.approx(0.8)
