@@ -3,9 +3,14 @@ own items (pages, API, re-box, retry, crops, media); QA and catalogue admins see
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
+from PIL import Image
 
 from tests.webapp.conftest import logged_in
 from tests.webapp.factories import (
@@ -177,6 +182,23 @@ def test_reference_images_are_visible_to_every_role(
     assert logged_in(no_role_user).get(url).status_code == 404
     anonymous = Client().get(url)
     assert anonymous.status_code in (302, 401)
+
+
+def test_history_gallery_references_are_served_and_other_history_files_are_not(
+    sku, appraiser
+) -> None:
+    gallery = default_storage.save("history/1/gallery/h1-0.jpg", _jpeg_file())
+    original = default_storage.save("history/1/original/h1-0.jpg", _jpeg_file())
+    SKUImageFactory(sku=sku, image=gallery, position=1)
+    client = logged_in(appraiser)
+    assert client.get("/media/" + gallery).status_code == 200  # a candidate's reference
+    assert client.get("/media/" + original).status_code == 404  # the listing's own file
+
+
+def _jpeg_file() -> ContentFile:
+    buffer = BytesIO()
+    Image.new("RGB", (16, 16), "navy").save(buffer, "JPEG")
+    return ContentFile(buffer.getvalue())
 
 
 @pytest.mark.parametrize("path", [

@@ -1,7 +1,8 @@
 """Uploaded and catalogue files, served only to the users allowed to see them.
 
 Appraisal photos (originals, normalised images, masks) follow the ownership rule of
-`webapp.matching.selectors`; catalogue reference images are visible to every role; import
+`webapp.matching.selectors`; reference images are visible to every role, the catalogue's
+and the gallery copies of imported history photos (`history/<import>/gallery/`); import
 bundles to catalogue admins. Anything else under MEDIA_ROOT is not served at all.
 
 Django streams the file itself in the embedded default. Behind a web server, the view only
@@ -61,7 +62,8 @@ def _may_read(request: HttpRequest, name: str) -> bool:
         return False
     if name.startswith("uploads/"):
         return query_photo_file_visible(user=user, name=name)
-    if name.startswith("catalog/"):
+    if name.startswith(("catalog/", "history/")):
+        # Only reference images: a history photo that joined no gallery is not served.
         return SKUImage.objects.filter(image=name).exists()
     if name.startswith("imports/"):
         return has_role(user, Role.CATALOGUE_ADMIN) and CatalogueImport.objects.filter(
