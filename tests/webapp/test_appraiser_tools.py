@@ -15,7 +15,13 @@ from django.utils import timezone
 from PIL import Image
 
 from tests.webapp.conftest import demo_photo_upload, logged_in
-from tests.webapp.factories import DecisionFactory, MatchRequestFactory, RoleUserFactory
+from tests.webapp.factories import (
+    CandidateFactory,
+    DecisionFactory,
+    MatchRequestFactory,
+    RoleUserFactory,
+    SKUImageFactory,
+)
 from tests.webapp.test_catalog_api import token_client
 from webapp.accounts.roles import Role
 from webapp.audit.models import AuditEntry
@@ -215,6 +221,21 @@ def test_result_page_shows_the_crop_beside_the_reference_and_links_the_photo(
     assert crop.size == (200, 150) and served.size == crop.size
     assert abs(np.asarray(served, dtype=float) - np.asarray(crop, dtype=float)).mean() < 8
     assert client.get(reverse("matching:crop", args=[request.pk, 7])).status_code == 404
+
+
+def test_each_reference_says_whether_it_is_a_catalogue_image_or_a_confirmed_appraisal(
+    appraiser,
+) -> None:
+    request = MatchRequestFactory(created_by=appraiser)
+    catalogue_ref = SKUImageFactory()
+    appraisal_ref = SKUImageFactory(source=SKUImage.Source.APPRAISAL)
+    first = CandidateFactory(request=request, rank=1, sku=catalogue_ref.sku,
+                             reference_image=catalogue_ref)
+    CandidateFactory(request=request, rank=2, sku=appraisal_ref.sku,
+                     reference_image=appraisal_ref, query_photo=first.query_photo)
+    page = logged_in(appraiser).get(reverse("matching:detail", args=[request.pk])).content.decode()
+    assert page.count("<figcaption>Catalogue</figcaption>") == 1
+    assert page.count("<figcaption>Confirmed appraisal</figcaption>") == 1
 
 
 # ----- the new-SKU outcome -------------------------------------------------------------------
