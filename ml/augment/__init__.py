@@ -6,7 +6,7 @@ Each named transform maps to a cause of the bad-case taxonomy (MISSION row 10):
 name               what it does
 =================  ===================================================================
 occlusion          random erasing: 1-3 rectangles filled with noise or a flat colour
-lighting           exposure: brightness and contrast jitter and gamma; hue is left alone
+lighting           exposure: brightness, contrast and gamma, alike on every channel (no cast)
 colour             colour cast: saturation and white balance (off unless QA asks: a colour
                    variant is another SKU)
 angle              perspective warp and rotation

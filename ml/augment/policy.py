@@ -29,8 +29,6 @@ TRANSFORM_NAMES = (
     "scribble",
     "crop",
 )
-# Transforms that change what identifies a colour variant: never on by default.
-COLOUR_IDENTITY = frozenset({"colour"})
 # Reseller artefacts that are always possible, whatever the cause weights.
 ARTEFACT_FLOOR = {"compression_blur": 0.2, "scribble": 0.15}
 DEFAULT_PROBS = {
@@ -86,8 +84,7 @@ class AugmentPolicy:
     """Per-transform probabilities; call it on one image to get an augmented, resized image.
 
     Order: background (needs the un-cropped mask) -> crop -> angle -> lighting -> colour ->
-    scribble ->
-    occlusion -> compression_blur (uploads are compressed last).
+    scribble -> occlusion -> compression_blur (uploads are compressed last).
 
     Attributes:
         image_size: output side in pixels.
@@ -139,9 +136,8 @@ class AugmentPolicy:
             name = CAUSE_ALIASES[cause]
             merged[name] = merged.get(name, 0.0) + float(value)
         peak = max(merged.values(), default=0.0)
-        # Unweighted transforms run at `base`, except the colour cast: it only runs when asked.
-        probs = {name: base for name in TRANSFORM_NAMES if name not in COLOUR_IDENTITY}
-        probs.update({name: DEFAULT_PROBS[name] for name in COLOUR_IDENTITY})
+        probs = {name: base for name in TRANSFORM_NAMES}
+        probs["colour"] = 0.0  # the colour cast runs only when a cause names it
         for name, value in merged.items():
             if peak > 0:
                 probs[name] = base + (top - base) * value / peak
