@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
@@ -37,6 +38,7 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:
     settings.ISOLATION_CACHE_DIR = tmp_path / "isolations"
     celery_app.conf.task_always_eager = True
     ml_gateway.active_index.forget()
+    cache.clear()  # cached reads of rows an earlier test rolled back
     yield
     ml_gateway.active_index.forget()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import timedelta
@@ -274,6 +275,30 @@ if SEARCH_DEPTH < 1:
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)
 CALIBRATION_TARGET_PRECISION = env_float("SKULENS_CALIBRATION_TARGET_PRECISION", 0.95)
 CALIBRATION_MIN_DECISIONS = env_int("SKULENS_CALIBRATION_MIN_DECISIONS", 30)
+
+
+def _templates_digest(root: Path) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(root.rglob("*.html")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# Part of every page ETag: a deploy with other templates revalidates what browsers keep.
+# Set SKULENS_RELEASE (e.g. the commit) when views change what a template is given.
+RELEASE = env_str("SKULENS_RELEASE", "") or _templates_digest(BASE_DIR / "templates")
+# Pages read the fitted thresholds from the cache for this long (a refit clears it).
+CALIBRATION_CACHE_S = env_int("SKULENS_CALIBRATION_CACHE_S", 60)
+# Shared cache (e.g. redis://localhost:6379/1) so that a refit clears it for every process;
+# empty: each process keeps its own in memory.
+CACHE_URL = env_str("SKULENS_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 # Confirmed appraisal photos as new reference images: "corrections", "all" or "none".
 GALLERY_ENRICHMENT = env_str("SKULENS_GALLERY_ENRICHMENT", "corrections")
 if GALLERY_ENRICHMENT not in ("corrections", "all", "none"):

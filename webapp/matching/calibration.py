@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from webapp import ml_gateway
@@ -120,15 +121,30 @@ def thresholds_recalibrate(
     return fitted
 
 
+CALIBRATION_CACHE_KEY = "skulens:calibration-thresholds"
+
+
+def calibration_thresholds() -> tuple[dict[int, float], float | None]:
+    """Every category's fitted threshold and the newest fusion's, cached for
+    SKULENS_CALIBRATION_CACHE_S: pages read them on every view, the daily task refits them.
+    A refit or an edit clears the entry in its own process (webapp.matching.receivers);
+    other processes see it when theirs expires."""
+    cached = cache.get(CALIBRATION_CACHE_KEY)
+    if cached is None:
+        cached = (
+            dict(ScoreThreshold.objects.values_list("category_id", "threshold")),
+            FusionWeights.objects.values_list("threshold", flat=True).first(),
+        )
+        cache.set(CALIBRATION_CACHE_KEY, cached, settings.CALIBRATION_CACHE_S)
+    return cached
+
+
 def confident_threshold(category: Category | None) -> float:
     """The category's calibrated threshold; until it has one, that of the fusion refitted on
     decisions (when there is one), else SKULENS_CONFIDENT_SCORE."""
-    if category is not None:
-        row = ScoreThreshold.objects.filter(category=category).first()
-        if row is not None:
-            return row.threshold
-    if settings.RERANK:
-        fitted = FusionWeights.objects.values_list("threshold", flat=True).first()
-        if fitted is not None:
-            return fitted
+    by_category, fused = calibration_thresholds()
+    if category is not None and category.pk in by_category:
+        return by_category[category.pk]
+    if settings.RERANK and fused is not None:
+        return fused
     return settings.CONFIDENT_SCORE

@@ -5,10 +5,11 @@ or act on, so that a non-owner gets the same 404 as for an id that does not exis
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Max, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 
 from webapp.accounts.roles import AnyUser, Role, has_role
 from webapp.catalog.models import SKUImage
@@ -127,6 +128,29 @@ def request_with_candidates(*, request_id: int, user: AnyUser) -> MatchRequest:
         candidate.evidence_reference = (
             known.get(int(reference_id)) if reference_id is not None else None)
     return match
+
+
+def result_page_state(*, request_id: int, user: AnyUser) -> dict[str, Any] | None:
+    """What the result page shows that can change, in one query, for its ETag: the match's
+    progress, its decision, the bad case and gap that decision opened and the newest edit of
+    a candidate's SKU (a box correction re-runs the match: a new finished_at). None when
+    `user` may not see the request."""
+    candidates = Candidate.objects.filter(request_id=OuterRef("pk")).values("request_id")
+    newest_sku_edit = candidates.annotate(newest=Max("sku__updated_at")).values("newest")
+    sku_ids = candidates.annotate(ids=Sum("sku_id")).values("ids")  # a merge re-points them
+    row = (
+        match_requests_visible_to(user).filter(pk=request_id)
+        .annotate(newest_sku_edit=Subquery(newest_sku_edit), sku_ids=Subquery(sku_ids))
+        .values(
+            "status", "stage", "progress", "attempts", "started_at", "finished_at", "error",
+            "decision__pk", "decision__outcome", "decision__sku_id", "decision__decided_at",
+            "decision__decided_by_id", "decision__bad_case__status",
+            "decision__bad_case__gap__status", "decision__bad_case__gap__note",
+            "newest_sku_edit", "sku_ids",
+        )
+        .first()
+    )
+    return None if row is None else dict(row)
 
 
 def request_history(*, user: User, query: str = "", show: str = "all"

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from ml.types import Box
 from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
-from webapp.matching.calibration import confident_threshold
+from webapp.matching.calibration import calibration_thresholds, confident_threshold
 from webapp.matching.decisions import (
     DecisionError,
     decision_record,
@@ -41,6 +47,7 @@ from webapp.matching.selectors import (
     recent_requests,
     request_history,
     request_with_candidates,
+    result_page_state,
 )
 from webapp.matching.validation import PhotoValidationError, UploadRejected, upload_list
 from webapp.params import choice_param, int_param, search_text
@@ -124,13 +131,41 @@ def _confident_score(match: MatchRequest) -> float:
     return confident_threshold(candidates[0].sku.category if candidates else None)
 
 
+def _result_etag(request: AuthenticatedRequest, request_id: int) -> str | None:
+    """What the result partial shows, hashed: the match's state, the threshold it is judged
+    by, whether undo is still open, the viewer and their CSRF secret (the forms carry it)."""
+    state = result_page_state(request_id=request_id, user=request.user)
+    if state is None:
+        return None
+    decided_at = state["decision__decided_at"]
+    undo_open = bool(decided_at and state["decision__decided_by_id"] == request.user.pk
+                     and settings.UNDO_WINDOW_S > 0
+                     and timezone.now() <= decided_at + timedelta(seconds=settings.UNDO_WINDOW_S))
+    by_category, fused = calibration_thresholds()
+    parts = (settings.RELEASE, request.user.pk, _csrf_secret(request),
+             sorted(by_category.items()), fused, undo_open, sorted(state.items()))
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def _csrf_secret(request: AuthenticatedRequest) -> str:
+    get_token(request)  # the page's forms would create it while rendering: create it first
+    return str(request.META.get("CSRF_COOKIE", ""))
+
+
 @role_required(Role.APPRAISER)
 @require_GET
-def detail(request: AuthenticatedRequest, request_id: int) -> TemplateResponse:
+def detail(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
+    """The result page; its htmx partial (polled while matching) answers a repeat with 304."""
+    etag = _result_etag(request, request_id) if request.htmx else None
+    if etag is not None:
+        not_modified = get_conditional_response(request, etag=quote_etag(etag))
+        if not_modified is not None:
+            not_modified["ETag"] = quote_etag(etag)
+            return _private_revalidated(not_modified)
     match = _load_request(request, request_id)
     template = "matching/_result.html" if request.htmx else "matching/detail.html"
     decision = getattr(match, "decision", None)
-    return TemplateResponse(
+    response = TemplateResponse(
         request,
         template,
         {
@@ -142,6 +177,17 @@ def detail(request: AuthenticatedRequest, request_id: int) -> TemplateResponse:
                 {"query_text", "soft_attributes"} & set(settings.RERANK_EVIDENCE)),
         },
     )
+    if etag is not None:
+        response["ETag"] = quote_etag(etag)
+        _private_revalidated(response)
+    return response
+
+
+def _private_revalidated(response: HttpResponse) -> HttpResponse:
+    """Browsers keep it for this user only and ask again every time (If-None-Match)."""
+    patch_cache_control(response, private=True, no_cache=True)
+    patch_vary_headers(response, ["HX-Request", "Cookie"])
+    return response
 
 
 @role_required(Role.APPRAISER)

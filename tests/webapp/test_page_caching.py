@@ -1,0 +1,134 @@
+"""What spares the server work on repeated page views (issue 14's page latency): the result
+partial's ETag, the cached calibration thresholds and the QA queue's pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from tests.webapp.conftest import logged_in
+from tests.webapp.test_page_queries import _bad_cases, _finished_request
+from tests.webapp.test_review_services import skus  # noqa: F401 - fixture
+from webapp.catalog.models import SKU
+from webapp.matching.calibration import confident_threshold
+from webapp.matching.decisions import decision_record
+from webapp.matching.models import Decision, FusionWeights, ScoreThreshold
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _partial(client, url: str, **headers: str):
+    return client.get(url, **HTMX, **headers)
+
+
+def test_result_partial_answers_a_repeat_with_304(appraiser, skus, settings) -> None:  # noqa: F811
+    client = logged_in(appraiser)
+    match = _finished_request(appraiser, skus, candidates=4)
+    url = reverse("matching:detail", args=[match.pk])
+    first = _partial(client, url)
+    assert first.status_code == 200 and 'class="candidate' in first.content.decode()
+    etag = first["ETag"]
+    assert "private" in first["Cache-Control"] and "no-cache" in first["Cache-Control"]
+    assert "HX-Request" in first["Vary"]
+    with CaptureQueriesContext(connection) as captured:
+        again = _partial(client, url, HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304 and again.content == b""
+    assert again["ETag"] == etag
+    # No rendering and no candidate reads: session, user, roles and the one state query.
+    assert len(captured.captured_queries) <= 4
+
+    # What changes the page changes the tag: a decision, a calibration refit, an SKU edit.
+    decision_record(request=match, user=appraiser, outcome=Decision.Outcome.REJECT)
+    decided = _partial(client, url, HTTP_IF_NONE_MATCH=etag)
+    assert decided.status_code == 200 and decided["ETag"] != etag
+    etag = decided["ETag"]
+    ScoreThreshold.objects.create(category=skus[0].series.brand.category, threshold=0.42,
+                                  target_precision=0.95, precision=0.96, coverage=0.5,
+                                  support=40, decisions=40)
+    refit = _partial(client, url, HTTP_IF_NONE_MATCH=etag)
+    assert refit.status_code == 200 and refit["ETag"] != etag
+    etag = refit["ETag"]
+    sku = SKU.objects.get(pk=match.candidates.first().sku_id)
+    sku.name = "Renamed by the catalogue admin"
+    sku.save()
+    renamed = _partial(client, url, HTTP_IF_NONE_MATCH=etag)
+    assert renamed.status_code == 200
+    assert "Renamed by the catalogue admin" in renamed.content.decode()
+
+
+def test_the_undo_window_closing_changes_the_tag(appraiser, skus, settings) -> None:  # noqa: F811
+    settings.UNDO_WINDOW_S = 600
+    client = logged_in(appraiser)
+    match = _finished_request(appraiser, skus, candidates=2)
+    decision_record(request=match, user=appraiser, outcome=Decision.Outcome.REJECT)
+    url = reverse("matching:detail", args=[match.pk])
+    open_window = _partial(client, url)
+    assert 'id="undo"' in open_window.content.decode()
+    Decision.objects.filter(request=match).update(
+        decided_at=match.decision.decided_at - timedelta(seconds=601))
+    closed = _partial(client, url, HTTP_IF_NONE_MATCH=open_window["ETag"])
+    assert closed.status_code == 200 and 'id="undo"' not in closed.content.decode()
+
+
+def test_tags_are_per_user_and_leak_nothing(appraiser, skus) -> None:  # noqa: F811
+    from tests.webapp.factories import RoleUserFactory
+    from webapp.accounts.roles import Role
+
+    match = _finished_request(appraiser, skus, candidates=2)
+    url = reverse("matching:detail", args=[match.pk])
+    etag = _partial(logged_in(appraiser), url)["ETag"]
+    other = RoleUserFactory(role=Role.APPRAISER, username="another-appraiser")
+    # Another appraiser gets the same 404 with or without the owner's tag.
+    assert _partial(logged_in(other), url, HTTP_IF_NONE_MATCH=etag).status_code == 404
+    assert _partial(logged_in(other), url).status_code == 404
+    full = logged_in(appraiser).get(url)  # the full page (flash messages) is never cached
+    assert full.status_code == 200 and not full.has_header("ETag")
+
+
+def test_calibration_thresholds_are_read_once_and_refits_seen(skus) -> None:  # noqa: F811
+    category = skus[0].series.brand.category
+    confident_threshold(category)
+    with CaptureQueriesContext(connection) as captured:
+        default = confident_threshold(category)
+    assert len(captured.captured_queries) == 0
+    row = ScoreThreshold.objects.create(category=category, threshold=0.61, target_precision=0.95,
+                                        precision=0.96, coverage=0.5, support=40, decisions=40)
+    assert confident_threshold(category) == 0.61 != default
+    row.threshold = 0.63
+    row.save()
+    assert confident_threshold(category) == 0.63
+    row.delete()
+    assert confident_threshold(category) == default
+
+
+def test_fusion_refit_clears_the_cached_threshold(skus, settings) -> None:  # noqa: F811
+    settings.RERANK = True
+    category = skus[0].series.brand.category
+    before = confident_threshold(category)
+    FusionWeights.objects.create(weights={"visual": 1.0}, intercept=0.0, threshold=0.37,
+                                 source="decisions:60", decisions=60, metrics={})
+    assert confident_threshold(category) == 0.37 != before
+
+
+def test_qa_queue_is_paged(appraiser, qa_user, skus) -> None:  # noqa: F811
+    _bad_cases(appraiser, skus, 55)
+    client = logged_in(qa_user)
+    url = reverse("review:queue")
+    first = client.get(url, {"sort": "newest"}).content.decode()
+    assert first.count('class="case-row') == 50
+    assert "Cases 1–50 of 55" in first and 'rel="next"' in first and 'rel="prev"' not in first
+    assert "sort=newest&amp;page=2" in first  # the filters stay on the page links
+    second = client.get(url, {"sort": "newest", "page": "2"}, **HTMX).content.decode()
+    assert second.count('class="case-row') == 5 and 'rel="prev"' in second
+    ids = {line for line in (first + second).split() if line.startswith('id="case-')}
+    assert len(ids) == 55  # every case on exactly one page
+    for hostile in ("0", "-3", "999", "x", "1e9"):
+        response = client.get(url, {"page": hostile})
+        rows = response.content.decode().count('class="case-row')
+        assert response.status_code == 200 and rows in (50, 5)
