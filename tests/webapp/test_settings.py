@@ -40,3 +40,20 @@ def test_undo_window_is_refused_when_negative() -> None:
     assert done.returncode != 0
     assert "SKULENS_UNDO_WINDOW_S must be 0 (off) or a number of seconds" in done.stderr
     assert _load_settings(SKULENS_UNDO_WINDOW_S="0").returncode == 0
+
+
+def test_a_relative_var_dir_is_made_absolute(tmp_path: Path) -> None:
+    """Training CSVs list media paths and are read from their own folder: a relative var
+    directory (SKULENS_VAR_DIR=var/sim) once made every in-app run fail on its first image."""
+    code = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.VAR_DIR); print(settings.MEDIA_ROOT)")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings",
+             "DJANGO_SECRET_KEY": "test", "SKULENS_VAR_DIR": "var/sim", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    var_dir, media_root = done.stdout.split()
+    assert var_dir == str(tmp_path.resolve() / "var" / "sim")
+    assert Path(media_root).is_absolute() and media_root.startswith(var_dir)

@@ -22,7 +22,8 @@ from webapp.ml_gateway.choices import (
 )
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-VAR_DIR = Path(env_str("SKULENS_VAR_DIR", str(BASE_DIR / "var")))
+# Absolute: paths written under it (training CSVs, media) are read from other directories.
+VAR_DIR = Path(env_str("SKULENS_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
