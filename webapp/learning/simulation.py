@@ -302,17 +302,20 @@ class Simulation:
         """Gallery enrichment asks for an index sync after every confirmed photo; on this
         machine each publish costs seconds of fsync. Inside this block the requests are
         noted and `sync()` runs the same task once, as the hourly beat sync would."""
-        original = sync_index.delay
+        # Gallery enrichment sends it with apply_async (webapp.enqueue), receivers with delay.
+        original_delay, original_apply_async = sync_index.delay, sync_index.apply_async
         self.sync_wanted = False
 
         def note(*_args: object, **_kwargs: object) -> None:
             self.sync_wanted = True
 
         sync_index.delay = note  # type: ignore[method-assign]
+        sync_index.apply_async = note  # type: ignore[method-assign]
         try:
             yield
         finally:
-            sync_index.delay = original  # type: ignore[method-assign]
+            sync_index.delay = original_delay  # type: ignore[method-assign]
+            sync_index.apply_async = original_apply_async  # type: ignore[method-assign]
 
     def sync(self) -> None:
         if self.sync_wanted:
