@@ -276,6 +276,8 @@ if SEARCH_DEPTH < 1:
 CONFIDENT_SCORE = env_float("SKULENS_CONFIDENT_SCORE", 0.85)
 CALIBRATION_TARGET_PRECISION = env_float("SKULENS_CALIBRATION_TARGET_PRECISION", 0.95)
 CALIBRATION_MIN_DECISIONS = env_int("SKULENS_CALIBRATION_MIN_DECISIONS", 30)
+# After a worker task, freed memory the allocator keeps beyond this goes back (webapp.memory).
+RETAINED_MEMORY_MB = env_int("SKULENS_RETAINED_MEMORY_MB", 2048)
 
 
 def _templates_digest(root: Path) -> str:
