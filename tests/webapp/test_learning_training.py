@@ -84,8 +84,11 @@ def test_trigger_counts_new_resolved_bad_cases(settings, appraiser, qa_user) -> 
     # A run consumes what was resolved before its cutoff.
     from django.utils import timezone
 
-    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED,
+    # A run that failed (a worker killed mid-run) trained on nothing: the cases still count.
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED,
                                                  data_cutoff=timezone.now())
+    assert new_resolved_bad_cases() == 2
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
     assert new_resolved_bad_cases() == 0
     assert training_run_cancel(run=run).status == TrainingRun.Status.SUCCEEDED  # too late
 

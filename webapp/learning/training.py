@@ -47,8 +47,10 @@ class TrainingError(ValueError):
 
 
 def new_resolved_bad_cases() -> int:
-    """Resolved bad cases with a correct SKU that no run has trained on yet."""
-    last = TrainingRun.objects.exclude(data_cutoff=None).order_by("-data_cutoff").first()
+    """Resolved bad cases with a correct SKU that no run has trained on yet (a failed run
+    trained on nothing: its cases still count)."""
+    last = (TrainingRun.objects.exclude(data_cutoff=None)
+            .exclude(status=TrainingRun.Status.FAILED).order_by("-data_cutoff").first())
     cases = BadCase.objects.filter(status=BadCase.Status.RESOLVED, correct_sku__isnull=False)
     if last is not None:
         cases = cases.filter(resolved_at__gt=last.data_cutoff)
