@@ -382,12 +382,12 @@ def plot_curve(outcome: Outcome, path: Path) -> None:
             what = f"run {run['run']} refused" + (" (shuffled labels)" if shuffled else "")
             ax.axvline(run["photos_seen"], color="#b3261e", alpha=0.35, linestyle="--")
             ax.text(run["photos_seen"], 0.02, what, rotation=90, fontsize=7, color="#b3261e",
-                    va="bottom", ha="right")
+                    va="bottom", ha="left")  # promotions are labelled on the left
     ax.set_xlabel("appraisal photos streamed (grocery train)")
     ax.set_ylabel("grocery val (296 photos)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center right")
     ax.set_title("Learning loop: live model + index on grocery val", fontsize=10, loc="left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
