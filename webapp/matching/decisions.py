@@ -94,10 +94,17 @@ def decision_undo_deadline(decision: Decision) -> datetime | None:
 
 
 def decision_undoable_by(decision: Decision | None, user: User) -> bool:
-    if decision is None or decision.decided_by_id != user.pk:
+    if decision is None:
         return False
-    deadline = decision_undo_deadline(decision)
-    return deadline is not None and timezone.now() <= deadline
+    return undo_open(decided_at=decision.decided_at, decided_by_id=decision.decided_by_id,
+                     user=user)
+
+
+def undo_open(*, decided_at: datetime | None, decided_by_id: int | None, user: User) -> bool:
+    """Whether `user` may still undo a decision made at `decided_at` by `decided_by_id`."""
+    if decided_at is None or decided_by_id != user.pk or settings.UNDO_WINDOW_S <= 0:
+        return False
+    return timezone.now() <= decided_at + timedelta(seconds=settings.UNDO_WINDOW_S)
 
 
 def _bad_case_as_left(bad_case: BadCase, decision: Decision) -> bool:

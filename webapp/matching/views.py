@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -14,7 +13,6 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET, require_POST
@@ -30,6 +28,7 @@ from webapp.matching.decisions import (
     decision_undo,
     decision_undo_deadline,
     decision_undoable_by,
+    undo_open,
 )
 from webapp.matching.forms import BoxForm, DecisionForm, MatchRequestForm
 from webapp.matching.models import Decision, MatchRequest, QueryPhoto
@@ -137,13 +136,11 @@ def _result_etag(request: AuthenticatedRequest, request_id: int) -> str | None:
     state = result_page_state(request_id=request_id, user=request.user)
     if state is None:
         return None
-    decided_at = state["decision__decided_at"]
-    undo_open = bool(decided_at and state["decision__decided_by_id"] == request.user.pk
-                     and settings.UNDO_WINDOW_S > 0
-                     and timezone.now() <= decided_at + timedelta(seconds=settings.UNDO_WINDOW_S))
+    can_undo = undo_open(decided_at=state["decision__decided_at"],
+                         decided_by_id=state["decision__decided_by_id"], user=request.user)
     by_category, fused = calibration_thresholds()
     parts = (settings.RELEASE, request.user.pk, _csrf_secret(request),
-             sorted(by_category.items()), fused, undo_open, sorted(state.items()))
+             sorted(by_category.items()), fused, can_undo, sorted(state.items()))
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
