@@ -132,3 +132,85 @@ def test_qa_queue_is_paged(appraiser, qa_user, skus) -> None:  # noqa: F811
         response = client.get(url, {"page": hostile})
         rows = response.content.decode().count('class="case-row')
         assert response.status_code == 200 and rows in (50, 5)
+
+
+@pytest.fixture(autouse=True)
+def _one_minute(monkeypatch) -> None:
+    """The queue's tag holds for a minute; tests that cross one would see a new tag."""
+    import webapp.review.views as review_views
+
+    monkeypatch.setattr(review_views.time, "time", lambda: 1_800_000_000.0)
+
+
+def _queue(client, **headers: str):
+    return client.get(reverse("review:queue"), {"sort": "newest"}, **headers)
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx partial", "full page"])
+def test_qa_queue_answers_an_unchanged_reload_with_304(
+        appraiser, qa_user, skus, htmx) -> None:  # noqa: F811
+    from webapp.review.models import BadCase
+    from webapp.review.services import bad_case_tag
+
+    headers = HTMX if htmx else {}
+    _bad_cases(appraiser, skus, 3)
+    client = logged_in(qa_user)
+    first = _queue(client, **headers)
+    assert first.status_code == 200 and first.content.decode().count('class="case-row') == 3
+    etag = first["ETag"]
+    assert "private" in first["Cache-Control"] and "HX-Request" in first["Vary"]
+    with CaptureQueriesContext(connection) as captured:
+        again = _queue(client, HTTP_IF_NONE_MATCH=etag, **headers)
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    assert len(captured.captured_queries) <= 9  # no rows built, nothing rendered
+
+    # Whatever a row shows changes the tag: a cause tagged, the shown SKU's code, a new case.
+    case = BadCase.objects.order_by("-created_at").first()
+    bad_case_tag(bad_case=case, causes=["angle"], actor=qa_user)
+    tagged = _queue(client, HTTP_IF_NONE_MATCH=etag, **headers)
+    assert tagged.status_code == 200 and tagged["ETag"] != etag
+    etag = tagged["ETag"]
+    sku = SKU.objects.get(pk=case.decision.sku_id)
+    sku.code = "RECODED-1"
+    sku.save()
+    recoded = _queue(client, HTTP_IF_NONE_MATCH=etag, **headers)
+    assert recoded.status_code == 200 and "RECODED-1" in recoded.content.decode()
+    etag = recoded["ETag"]
+    _bad_cases(appraiser, skus, 1)
+    grown = _queue(client, HTTP_IF_NONE_MATCH=etag, **headers)
+    assert grown.status_code == 200 and grown.content.decode().count('class="case-row') == 4
+
+
+def test_qa_queue_tag_depends_on_the_page_the_viewer_and_the_minute(
+        appraiser, qa_user, skus, monkeypatch) -> None:  # noqa: F811
+    import webapp.review.views as review_views
+    from tests.webapp.factories import RoleUserFactory
+    from webapp.accounts.roles import Role
+
+    _bad_cases(appraiser, skus, 55)
+    client = logged_in(qa_user)
+    url = reverse("review:queue")
+    etag = client.get(url)["ETag"]
+    assert client.get(url, {"page": "2"}, HTTP_IF_NONE_MATCH=etag).status_code == 200
+    assert client.get(url, {"sort": "oldest"}, HTTP_IF_NONE_MATCH=etag).status_code == 200
+    other = RoleUserFactory(role=Role.QA, username="another-reviewer")
+    assert logged_in(other).get(url, HTTP_IF_NONE_MATCH=etag).status_code == 200
+    # "Opened 3 minutes ago" moves on: the tag holds for the minute it was made in.
+    now = review_views.time.time()
+    monkeypatch.setattr(review_views.time, "time", lambda: now + 61)
+    assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+
+def test_qa_queue_shows_waiting_messages_instead_of_a_304(
+        appraiser, qa_user, skus) -> None:  # noqa: F811
+    _bad_cases(appraiser, skus, 2)
+    client = logged_in(qa_user)
+    etag = _queue(client)["ETag"]
+    # A bulk action with nothing selected changes no case, and sends the reviewer back with
+    # an error that the reload must show.
+    back = client.post(reverse("review:bulk"), {"action": "tag", "back": "sort=newest"})
+    assert back.status_code == 302
+    shown = _queue(client, HTTP_IF_NONE_MATCH=etag)
+    assert shown.status_code == 200 and "Select at least one case." in shown.content.decode()
+    assert not shown.has_header("ETag")
+    assert _queue(client, HTTP_IF_NONE_MATCH=etag).status_code == 304  # shown once, then cached

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
-from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
-from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from ml.types import Box
 from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import filter_choices, sku_attribute_keys, sku_search
+from webapp.etags import not_modified, page_etag, tagged
 from webapp.matching.calibration import calibration_thresholds, confident_threshold
 from webapp.matching.decisions import (
     DecisionError,
@@ -131,22 +128,16 @@ def _confident_score(match: MatchRequest) -> float:
 
 
 def _result_etag(request: AuthenticatedRequest, request_id: int) -> str | None:
-    """What the result partial shows, hashed: the match's state, the threshold it is judged
-    by, whether undo is still open, the viewer and their CSRF secret (the forms carry it)."""
+    """What the result partial shows that can change: the match's state, the threshold it is
+    judged by and whether undo is still open. None when the viewer may not see the request."""
     state = result_page_state(request_id=request_id, user=request.user)
     if state is None:
         return None
     can_undo = undo_open(decided_at=state["decision__decided_at"],
                          decided_by_id=state["decision__decided_by_id"], user=request.user)
     by_category, fused = calibration_thresholds()
-    parts = (settings.RELEASE, request.user.pk, _csrf_secret(request),
-             sorted(by_category.items()), fused, can_undo, sorted(state.items()))
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
-
-
-def _csrf_secret(request: AuthenticatedRequest) -> str:
-    get_token(request)  # the page's forms would create it while rendering: create it first
-    return str(request.META.get("CSRF_COOKIE", ""))
+    return page_etag(request, sorted(by_category.items()), fused, can_undo,
+                     sorted(state.items()))
 
 
 @role_required(Role.APPRAISER)
@@ -154,11 +145,8 @@ def _csrf_secret(request: AuthenticatedRequest) -> str:
 def detail(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
     """The result page; its htmx partial (polled while matching) answers a repeat with 304."""
     etag = _result_etag(request, request_id) if request.htmx else None
-    if etag is not None:
-        not_modified = get_conditional_response(request, etag=quote_etag(etag))
-        if not_modified is not None:
-            not_modified["ETag"] = quote_etag(etag)
-            return _private_revalidated(not_modified)
+    if (unchanged := not_modified(request, etag)) is not None:
+        return unchanged
     match = _load_request(request, request_id)
     template = "matching/_result.html" if request.htmx else "matching/detail.html"
     decision = getattr(match, "decision", None)
@@ -174,17 +162,7 @@ def detail(request: AuthenticatedRequest, request_id: int) -> HttpResponse:
                 {"query_text", "soft_attributes"} & set(settings.RERANK_EVIDENCE)),
         },
     )
-    if etag is not None:
-        response["ETag"] = quote_etag(etag)
-        _private_revalidated(response)
-    return response
-
-
-def _private_revalidated(response: HttpResponse) -> HttpResponse:
-    """Browsers keep it for this user only and ask again every time (If-None-Match)."""
-    patch_cache_control(response, private=True, no_cache=True)
-    patch_vary_headers(response, ["HX-Request", "Cookie"])
-    return response
+    return tagged(response, etag)
 
 
 @role_required(Role.APPRAISER)

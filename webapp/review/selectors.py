@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import F, OrderBy, Prefetch, QuerySet
+from django.db.models import F, OrderBy, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
-from webapp.catalog.models import Category
+from webapp.catalog.models import SKU, Category
 from webapp.matching.models import Candidate, MatchRequest
 from webapp.review.models import BadCase, CatalogueGap, FailureCause
 
@@ -62,11 +63,7 @@ def _with_cause(cases: QuerySet[BadCase], cause: str) -> QuerySet[BadCase]:
     return cases.filter(pk__in=ids)
 
 
-def bad_case_queue(
-    *, status: str = BadCase.Status.OPEN, filters: QueueFilters | None = None
-) -> QuerySet[BadCase]:
-    """Low-margin cases first (the top two candidates were close), unless sorted otherwise."""
-    filters = filters or QueueFilters(status=status)
+def _queue_cases(filters: QueueFilters) -> QuerySet[BadCase]:
     cases = BadCase.objects.all()
     if filters.status != "all":
         cases = cases.filter(status=filters.status)
@@ -83,6 +80,14 @@ def bad_case_queue(
             cases = cases.filter(created_at__gte=now - newer_than)
         if older_than:
             cases = cases.filter(created_at__lt=now - older_than)
+    return cases.order_by(*SORTS[filters.sort][1])
+
+
+def bad_case_queue(
+    *, status: str = BadCase.Status.OPEN, filters: QueueFilters | None = None
+) -> QuerySet[BadCase]:
+    """Low-margin cases first (the top two candidates were close), unless sorted otherwise."""
+    cases = _queue_cases(filters or QueueFilters(status=status))
     top = Candidate.objects.filter(rank=1).select_related("sku").defer("evidence")
     # What the queue's rows show. Two joins only: PostgreSQL plans every order of a many-way
     # join, and with the request's creator, the resolver and both SKUs joined as well the
@@ -92,8 +97,27 @@ def bad_case_queue(
         cases.select_related("request", "decision")
         .prefetch_related("decision__sku", "correct_sku", "category",
                           Prefetch("request__candidates", top, "top"))
-        .order_by(*SORTS[filters.sort][1])
     )
+
+
+def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int) -> list[object]:
+    """What one page of the queue shows that can change, for its ETag, without building a
+    row: the page's cases as plain values (their status, causes, margin, decision, correct
+    SKU, category and top candidate), the codes of the SKUs they show, and the case count."""
+    top = Candidate.objects.filter(request_id=OuterRef("request_id"), rank=1)
+    rows = _queue_cases(filters).annotate(
+        top_sku_id=Subquery(top.values("sku_id")[:1]),
+        top_score=Subquery(top.values("score")[:1]),
+    ).values_list(
+        "pk", "status", "causes", "margin", "created_at", "request_id",
+        "request__model_version", "decision__outcome", "decision__sku_id", "correct_sku_id",
+        "category_id", "top_sku_id", "top_score",
+    )
+    shown = Paginator(rows, per_page).get_page(page)
+    values = [tuple(row) for row in shown.object_list]
+    sku_ids = {pk for row in values for pk in (row[8], row[9], row[11]) if pk is not None}
+    codes = sorted(SKU.objects.filter(pk__in=sku_ids).values_list("pk", "code"))
+    return [shown.paginator.count, shown.number, values, codes]
 
 
 def queue_choices() -> dict[str, object]:
@@ -107,9 +131,9 @@ def queue_choices() -> dict[str, object]:
     )
     return {
         "causes": FailureCause.choices,
-        "categories": Category.objects.filter(
+        "categories": list(Category.objects.filter(
             pk__in=BadCase.objects.values("category_id")
-        ).order_by("name"),
+        ).order_by("name")),
         "model_versions": list(versions),
         "ages": [(key, label) for key, (label, _a, _b) in AGES.items()],
         "sorts": [(key, label) for key, (label, _o) in SORTS.items()],

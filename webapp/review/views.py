@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
@@ -13,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import sku_search
+from webapp.etags import not_modified, page_etag, tagged
 from webapp.matching.models import QueryPhoto
 from webapp.matching.selectors import match_requests_visible_to
 from webapp.params import choice_param, int_param, search_text
@@ -27,6 +31,7 @@ from webapp.review.selectors import (
     next_open_case,
     open_case_count,
     queue_choices,
+    queue_page_state,
 )
 from webapp.review.services import (
     BulkAction,
@@ -50,10 +55,19 @@ def _go(request: AuthenticatedRequest, url: str) -> HttpResponse:
 
 @role_required(Role.QA)
 @require_GET
-def queue(request: AuthenticatedRequest) -> TemplateResponse:
+def queue(request: AuthenticatedRequest) -> HttpResponse:
+    """The bad-case queue; a reload of an unchanged page is answered 304 without rendering."""
     filters = QueueFilters.from_query(request.GET.dict())
-    page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(
-        int_param(request.GET, "page", default=1, strict=False))
+    page_number = int_param(request.GET, "page", default=1, strict=False)
+    open_count, choices = open_case_count(), queue_choices()
+    etag = page_etag(
+        request, request.GET.urlencode(), open_count, _choices_state(choices),
+        queue_page_state(filters=filters, page=page_number, per_page=QUEUE_PAGE),
+        int(time.time() // 60),  # the rows say how long ago each case was opened
+    )
+    if (unchanged := not_modified(request, etag)) is not None:
+        return unchanged
+    page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(page_number)
     kept = request.GET.copy()
     kept.pop("page", None)
     context = {
@@ -63,12 +77,17 @@ def queue(request: AuthenticatedRequest) -> TemplateResponse:
         "filters": filters,
         "query": request.GET.urlencode(),
         "params": kept.urlencode(),
-        "open_count": open_case_count(),
+        "open_count": open_count,
         "bulk_actions": BulkAction.CHOICES,
-        **queue_choices(),
+        **choices,
     }
     template = "review/_queue_table.html" if request.htmx else "review/queue.html"
-    return TemplateResponse(request, template, context)
+    return tagged(TemplateResponse(request, template, context), etag)
+
+
+def _choices_state(choices: dict[str, Any]) -> list[object]:
+    """The filter bar's options that change with the cases: categories and model versions."""
+    return [[(c.pk, c.name) for c in choices["categories"]], choices["model_versions"]]
 
 
 @role_required(Role.QA)
