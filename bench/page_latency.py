@@ -369,6 +369,7 @@ def cost_one(args: argparse.Namespace) -> None:
          {"HTTP_HX_REQUEST": "true", "revalidate": "yes"}),
         ("result page (full)", appraiser, appraiser["page"], {}),
         ("QA queue", qa, "/review/", {}),
+        ("QA queue (as a browser reloads it)", qa, "/review/", {"revalidate": "yes"}),
     ):
         client = Client()
         client.cookies["sessionid"] = user["session"]

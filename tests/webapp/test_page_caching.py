@@ -214,3 +214,15 @@ def test_qa_queue_shows_waiting_messages_instead_of_a_304(
     assert shown.status_code == 200 and "Select at least one case." in shown.content.decode()
     assert not shown.has_header("ETag")
     assert _queue(client, HTTP_IF_NONE_MATCH=etag).status_code == 304  # shown once, then cached
+
+
+def test_queue_model_versions_are_cached_until_a_case_opens(appraiser, skus) -> None:  # noqa: F811
+    from webapp.review.selectors import queue_model_versions
+
+    _bad_cases(appraiser, skus, 2)  # model-0 and model-1
+    assert queue_model_versions() == ["model-0|detector|grabcut", "model-1|detector|grabcut"]
+    with CaptureQueriesContext(connection) as captured:
+        queue_model_versions()
+    assert len(captured.captured_queries) == 0
+    _bad_cases(appraiser, skus, 3)  # the third case is served by model-2
+    assert "model-2|detector|grabcut" in queue_model_versions()

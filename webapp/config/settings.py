@@ -293,6 +293,8 @@ def _templates_digest(root: Path) -> str:
 RELEASE = env_str("SKULENS_RELEASE", "") or _templates_digest(BASE_DIR / "templates")
 # Pages read the fitted thresholds from the cache for this long (a refit clears it).
 CALIBRATION_CACHE_S = env_int("SKULENS_CALIBRATION_CACHE_S", 60)
+# The QA queue's filter bar keeps its model versions this long (a new bad case clears them).
+QUEUE_CHOICES_CACHE_S = env_int("SKULENS_QUEUE_CHOICES_CACHE_S", 30)
 # Shared cache (e.g. redis://localhost:6379/1) so that a refit clears it for every process;
 # empty: each process keeps its own in memory.
 CACHE_URL = env_str("SKULENS_CACHE_URL", "")

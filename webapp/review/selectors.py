@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import F, OrderBy, OuterRef, Prefetch, QuerySet, Subquery
@@ -104,37 +106,51 @@ def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int) 
     """What one page of the queue shows that can change, for its ETag, without building a
     row: the page's cases as plain values (their status, causes, margin, decision, correct
     SKU, category and top candidate), the codes of the SKUs they show, and the case count."""
+    cases = _queue_cases(filters)
+    shown = Paginator(cases, per_page).get_page(page)  # counts the cases alone, no joins
+    first = (shown.number - 1) * per_page
     top = Candidate.objects.filter(request_id=OuterRef("request_id"), rank=1)
-    rows = _queue_cases(filters).annotate(
+    rows = cases.annotate(
         top_sku_id=Subquery(top.values("sku_id")[:1]),
         top_score=Subquery(top.values("score")[:1]),
     ).values_list(
         "pk", "status", "causes", "margin", "created_at", "request_id",
         "request__model_version", "decision__outcome", "decision__sku_id", "correct_sku_id",
         "category_id", "top_sku_id", "top_score",
-    )
-    shown = Paginator(rows, per_page).get_page(page)
-    values = [tuple(row) for row in shown.object_list]
+    )[first:first + per_page]
+    values = [tuple(row) for row in rows]
     sku_ids = {pk for row in values for pk in (row[8], row[9], row[11]) if pk is not None}
     codes = sorted(SKU.objects.filter(pk__in=sku_ids).values_list("pk", "code"))
     return [shown.paginator.count, shown.number, values, codes]
 
 
+QUEUE_MODEL_VERSIONS_CACHE_KEY = "skulens:queue-model-versions"
+
+
+def queue_model_versions() -> list[str]:
+    """The model versions that served a request with a bad case. Reading them scans every bad
+    case, so they are cached for SKULENS_QUEUE_CHOICES_CACHE_S; a new case clears the entry."""
+    versions = cache.get(QUEUE_MODEL_VERSIONS_CACHE_KEY)
+    if versions is None:
+        versions = list(
+            MatchRequest.objects.filter(bad_case__isnull=False)
+            .exclude(model_version="")
+            .values_list("model_version", flat=True)
+            .distinct()
+            .order_by("model_version")
+        )
+        cache.set(QUEUE_MODEL_VERSIONS_CACHE_KEY, versions, settings.QUEUE_CHOICES_CACHE_S)
+    return list(versions)
+
+
 def queue_choices() -> dict[str, object]:
     """Options of the queue's filter bar."""
-    versions = (
-        MatchRequest.objects.filter(bad_case__isnull=False)
-        .exclude(model_version="")
-        .values_list("model_version", flat=True)
-        .distinct()
-        .order_by("model_version")
-    )
     return {
         "causes": FailureCause.choices,
         "categories": list(Category.objects.filter(
             pk__in=BadCase.objects.values("category_id")
         ).order_by("name")),
-        "model_versions": list(versions),
+        "model_versions": queue_model_versions(),
         "ages": [(key, label) for key, (label, _a, _b) in AGES.items()],
         "sorts": [(key, label) for key, (label, _o) in SORTS.items()],
         "statuses": [*BadCase.Status.choices, ("all", "All")],
