@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -102,10 +103,12 @@ def bad_case_queue(
     )
 
 
-def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int) -> list[object]:
+def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int
+                     ) -> tuple[int, int, list[tuple[Any, ...]], list[tuple[int, str]]]:
     """What one page of the queue shows that can change, for its ETag, without building a
     row: the page's cases as plain values (their status, causes, margin, decision, correct
-    SKU, category and top candidate), the codes of the SKUs they show, and the case count."""
+    SKU, category and top candidate; when it was opened is the fifth), the codes of the SKUs
+    they show, the case count and the page number."""
     cases = _queue_cases(filters)
     shown = Paginator(cases, per_page).get_page(page)  # counts the cases alone, no joins
     first = (shown.number - 1) * per_page
@@ -121,7 +124,7 @@ def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int) 
     values = [tuple(row) for row in rows]
     sku_ids = {pk for row in values for pk in (row[8], row[9], row[11]) if pk is not None}
     codes = sorted(SKU.objects.filter(pk__in=sku_ids).values_list("pk", "code"))
-    return [shown.paginator.count, shown.number, values, codes]
+    return shown.paginator.count, shown.number, values, codes
 
 
 QUEUE_MODEL_VERSIONS_CACHE_KEY = "skulens:queue-model-versions"

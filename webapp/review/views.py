@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.contrib import messages
@@ -11,6 +10,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -60,11 +61,10 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
     filters = QueueFilters.from_query(request.GET.dict())
     page_number = int_param(request.GET, "page", default=1, strict=False)
     open_count, choices = open_case_count(), queue_choices()
-    etag = page_etag(
-        request, request.GET.urlencode(), open_count, _choices_state(choices),
-        queue_page_state(filters=filters, page=page_number, per_page=QUEUE_PAGE),
-        int(time.time() // 60),  # the rows say how long ago each case was opened
-    )
+    state = queue_page_state(filters=filters, page=page_number, per_page=QUEUE_PAGE)
+    now = timezone.now()  # the rows say how long ago each case was opened, as rendered
+    etag = page_etag(request, request.GET.urlencode(), open_count, _choices_state(choices),
+                     state, [timesince(row[4], now) for row in state[2]])
     if (unchanged := not_modified(request, etag)) is not None:
         return unchanged
     page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(page_number)
