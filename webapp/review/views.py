@@ -62,9 +62,11 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
     page_number = int_param(request.GET, "page", default=1, strict=False)
     open_count, choices = open_case_count(), queue_choices()
     state = queue_page_state(filters=filters, page=page_number, per_page=QUEUE_PAGE)
-    now = timezone.now()  # the rows say how long ago each case was opened, as rendered
+    # The rows say how long ago each case was opened, as of the minute: the text then changes
+    # at most once a minute, not at each row's own second.
+    ages_as_of = timezone.now().replace(second=0, microsecond=0)
     etag = page_etag(request, request.GET.urlencode(), open_count, _choices_state(choices),
-                     state, [timesince(row[4], now) for row in state[2]])
+                     state, [timesince(row[4], ages_as_of) for row in state[2]])
     if (unchanged := not_modified(request, etag)) is not None:
         return unchanged
     page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(page_number)
@@ -79,6 +81,7 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
         "params": kept.urlencode(),
         "open_count": open_count,
         "bulk_actions": BulkAction.CHOICES,
+        "ages_as_of": ages_as_of,
         **choices,
     }
     template = "review/_queue_table.html" if request.htmx else "review/queue.html"
