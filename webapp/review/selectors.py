@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
@@ -103,12 +103,33 @@ def bad_case_queue(
     )
 
 
+class QueuePageState(NamedTuple):
+    """What one page of the queue shows that can change, as plain values (for its ETag)."""
+
+    total: int
+    number: int
+    rows: list[tuple[Any, ...]]  # one a case: QUEUE_ROW_FIELDS
+    codes: list[tuple[int, str]]  # (pk, code) of the SKUs the rows name
+
+    @property
+    def opened(self) -> list[Any]:
+        return [row[QUEUE_ROW_FIELDS.index("created_at")] for row in self.rows]
+
+
+QUEUE_ROW_FIELDS = (
+    "pk", "status", "causes", "margin", "created_at", "request_id", "request__model_version",
+    "decision__outcome", "decision__sku_id", "correct_sku_id", "category_id", "top_sku_id",
+    "top_score",
+)
+_QUEUE_ROW_SKUS = [QUEUE_ROW_FIELDS.index(f) for f in ("decision__sku_id", "correct_sku_id",
+                                                       "top_sku_id")]
+
+
 def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int
-                     ) -> tuple[int, int, list[tuple[Any, ...]], list[tuple[int, str]]]:
-    """What one page of the queue shows that can change, for its ETag, without building a
-    row: the page's cases as plain values (their status, causes, margin, decision, correct
-    SKU, category and top candidate; when it was opened is the fifth), the codes of the SKUs
-    they show, the case count and the page number."""
+                     ) -> QueuePageState:
+    """One page of the queue without building a row: its cases as values (status, causes,
+    margin, decision, correct SKU, category, top candidate), the codes of the SKUs they name,
+    the case count and the page number."""
     cases = _queue_cases(filters)
     shown = Paginator(cases, per_page).get_page(page)  # counts the cases alone, no joins
     first = (shown.number - 1) * per_page
@@ -116,15 +137,11 @@ def queue_page_state(*, filters: QueueFilters, page: int | None, per_page: int
     rows = cases.annotate(
         top_sku_id=Subquery(top.values("sku_id")[:1]),
         top_score=Subquery(top.values("score")[:1]),
-    ).values_list(
-        "pk", "status", "causes", "margin", "created_at", "request_id",
-        "request__model_version", "decision__outcome", "decision__sku_id", "correct_sku_id",
-        "category_id", "top_sku_id", "top_score",
-    )[first:first + per_page]
+    ).values_list(*QUEUE_ROW_FIELDS)[first:first + per_page]
     values = [tuple(row) for row in rows]
-    sku_ids = {pk for row in values for pk in (row[8], row[9], row[11]) if pk is not None}
+    sku_ids = {row[i] for row in values for i in _QUEUE_ROW_SKUS if row[i] is not None}
     codes = sorted(SKU.objects.filter(pk__in=sku_ids).values_list("pk", "code"))
-    return shown.paginator.count, shown.number, values, codes
+    return QueuePageState(shown.paginator.count, shown.number, values, codes)
 
 
 QUEUE_MODEL_VERSIONS_CACHE_KEY = "skulens:queue-model-versions"

@@ -66,7 +66,7 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
     # at most once a minute, not at each row's own second.
     ages_as_of = timezone.now().replace(second=0, microsecond=0)
     etag = page_etag(request, request.GET.urlencode(), open_count, _choices_state(choices),
-                     state, [timesince(row[4], ages_as_of) for row in state[2]])
+                     state, [timesince(opened, ages_as_of) for opened in state.opened])
     if (unchanged := not_modified(request, etag)) is not None:
         return unchanged
     page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(page_number)
