@@ -29,6 +29,12 @@ def page_etag(request: HttpRequest, *state: object) -> str | None:
     return quote_etag(digest.hexdigest())
 
 
+def content_key(*state: object) -> str:
+    """A key over `state` and the release, shared by every viewer: for fragments of a page
+    that show no one's own data, cached while what they show is unchanged."""
+    return hashlib.blake2b(repr((settings.RELEASE, state)).encode(), digest_size=16).hexdigest()
+
+
 def not_modified(request: HttpRequest, etag: str | None) -> HttpResponse | None:
     """The 304 when the request's If-None-Match holds `etag`, else None."""
     if etag is None:

@@ -3,6 +3,7 @@ partial's ETag, the cached calibration thresholds and the QA queue's pages."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -192,6 +193,42 @@ def test_qa_queue_tag_depends_on_the_page_the_viewer_and_the_ages_shown(
     now = review_views.timezone.now()
     monkeypatch.setattr(review_views.timezone, "now", lambda: now + timedelta(minutes=2))
     assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+
+def _rows(response) -> str:
+    return re.search(r"<tbody>(.*)</tbody>", response.content.decode(), re.S).group(1)
+
+
+def test_qa_queue_rows_are_rendered_once_for_every_reviewer(
+        appraiser, qa_user, skus) -> None:  # noqa: F811
+    from tests.webapp.factories import RoleUserFactory
+    from webapp.accounts.roles import Role
+    from webapp.catalog.models import Category
+    from webapp.review.models import BadCase
+    from webapp.review.services import bad_case_tag
+
+    _bad_cases(appraiser, skus, 5)
+    with CaptureQueriesContext(connection) as rendered:
+        first = _queue(logged_in(qa_user))
+    other = logged_in(RoleUserFactory(role=Role.QA, username="another-reviewer"))
+    with CaptureQueriesContext(connection) as reused:
+        second = _queue(other)
+    assert second.status_code == 200 and _rows(second) == _rows(first)
+    assert _rows(first).count('class="case-row') == 5
+    # The rows' own reads (the cases with their request and decision, the top candidates,
+    # the SKUs, the categories) are skipped.
+    assert len(rendered.captured_queries) - len(reused.captured_queries) >= 4
+
+    # Whatever a row shows renders the rows anew, for every reviewer.
+    case = BadCase.objects.order_by("-created_at").first()
+    bad_case_tag(bad_case=case, causes=["angle"], actor=qa_user)
+    row = re.search(rf'id="case-{case.pk}".*?</tr>', _rows(_queue(other)), re.S).group(0)
+    assert "Angle" in row and "untagged" not in row
+    category = Category.objects.get(pk=case.category_id)
+    category.name = "Renamed category"
+    category.save()
+    assert _rows(_queue(other)).count("<td>Renamed category</td>") == BadCase.objects.filter(
+        category=category).count()
 
 
 def test_qa_queue_shows_waiting_messages_instead_of_a_304(

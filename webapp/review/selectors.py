@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -163,7 +163,18 @@ def queue_model_versions() -> list[str]:
     return list(versions)
 
 
-def queue_choices() -> dict[str, object]:
+class QueueChoices(TypedDict):
+    """Options of the queue's filter bar, as the template names them."""
+
+    causes: list[tuple[str, str]]
+    categories: list[Category]
+    model_versions: list[str]
+    ages: list[tuple[str, str]]
+    sorts: list[tuple[str, str]]
+    statuses: list[tuple[str, str]]
+
+
+def queue_choices() -> QueueChoices:
     """Options of the queue's filter bar."""
     return {
         "causes": FailureCause.choices,

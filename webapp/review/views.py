@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
@@ -17,7 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from webapp.accounts.roles import AuthenticatedRequest, Role, role_required
 from webapp.catalog.selectors import sku_search
-from webapp.etags import not_modified, page_etag, tagged
+from webapp.etags import content_key, not_modified, page_etag, tagged
 from webapp.matching.models import QueryPhoto
 from webapp.matching.selectors import match_requests_visible_to
 from webapp.params import choice_param, int_param, search_text
@@ -44,6 +42,10 @@ from webapp.review.services import (
 )
 
 QUEUE_PAGE = 50  # rows a page: each costs ~1 ms of template rendering
+# The rendered rows of a page are shared by every reviewer for this long. Their key holds all
+# that they show, so a change renders them anew; ages move once a minute, so each minute's
+# first reload renders them and the other reviewers' reloads reuse them.
+QUEUE_ROWS_CACHE_S = 300
 CANDIDATE_KEYS = "asdf"
 # Keys 1-8 toggle the causes on the case page, in taxonomy order.
 CAUSE_KEYS = [(str(i), value, label) for i, (value, label) in
@@ -65,8 +67,11 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
     # The rows say how long ago each case was opened, as of the minute: the text then changes
     # at most once a minute, not at each row's own second.
     ages_as_of = timezone.now().replace(second=0, microsecond=0)
-    etag = page_etag(request, request.GET.urlencode(), open_count, _choices_state(choices),
-                     state, [timesince(opened, ages_as_of) for opened in state.opened])
+    ages = [timesince(opened, ages_as_of) for opened in state.opened]
+    # The filter bar's options that change with the cases: categories and model versions.
+    categories = [(c.pk, c.name) for c in choices["categories"]]
+    etag = page_etag(request, request.GET.urlencode(), open_count, categories,
+                     choices["model_versions"], state, ages)
     if (unchanged := not_modified(request, etag)) is not None:
         return unchanged
     page = Paginator(bad_case_queue(filters=filters), QUEUE_PAGE).get_page(page_number)
@@ -82,15 +87,12 @@ def queue(request: AuthenticatedRequest) -> HttpResponse:
         "open_count": open_count,
         "bulk_actions": BulkAction.CHOICES,
         "ages_as_of": ages_as_of,
+        "rows_key": content_key(state.rows, state.codes, ages, categories),
+        "rows_cache_s": QUEUE_ROWS_CACHE_S,
         **choices,
     }
     template = "review/_queue_table.html" if request.htmx else "review/queue.html"
     return tagged(TemplateResponse(request, template, context), etag)
-
-
-def _choices_state(choices: dict[str, Any]) -> list[object]:
-    """The filter bar's options that change with the cases: categories and model versions."""
-    return [[(c.pk, c.name) for c in choices["categories"]], choices["model_versions"]]
 
 
 @role_required(Role.QA)
