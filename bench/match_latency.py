@@ -127,7 +127,10 @@ def main() -> None:
     stage_medians: dict[str, dict[str, float]] = {}
     for name, result in results.items():
         totals, stages = result["totals"], result["stages"]
-        stage_medians[name] = {stage: median([s[stage] for s in stages]) for stage in stages[0]}
+        # A stage that some photos skip (e.g. reading text) counts 0 ms for them.
+        names = list(dict.fromkeys(stage for s in stages for stage in s))
+        stage_medians[name] = {stage: median([s.get(stage, 0.0) for s in stages])
+                               for stage in names}
         alone = stage_medians[name].get("detect", 0.0) + stage_medians[name].get("embed", 0.0)
         print(f"runtimes {name} ({runtimes[name].label}):")
         print(f"  upload -> stored candidates, one photo: median {median(totals):.1f} ms, "
