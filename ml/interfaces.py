@@ -52,13 +52,16 @@ class ItemDetector(Protocol):
     name: str
 
     def detect_all(
-        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
+        self, images: Sequence[Image.Image], *, classes: Collection[str] = (),
+        alone: bool = False,
     ) -> Sequence[Found | None]:
         """Best detection per image among ``classes`` (any class when empty).
 
         Args:
             images: ``n`` RGB images, any sizes.
             classes: detector labels to accept.
+            alone: no other stage runs meanwhile, so a runtime that was given a share of the
+                cores (the worker's overlap) may use all of them for this call.
 
         Returns:
             ``n`` entries, one per image, None where nothing qualifies.

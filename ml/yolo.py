@@ -14,9 +14,10 @@ with the same pre- and post-processing around LiteRT, OpenVINO or ONNX Runtime
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -24,6 +25,9 @@ from PIL import Image, ImageDraw
 from ml.backends import DETECTOR_BACKENDS, DETECTOR_CPU_PREFERENCE, runtime_missing
 from ml.embed import configure_threads
 from ml.types import Box
+
+if TYPE_CHECKING:
+    from ml.backends.detection import LeanYolo
 
 DEFAULT_WEIGHTS = "yolov8n.pt"
 # COCO classes a bag can be detected as.
@@ -90,6 +94,8 @@ class YoloDetector:
         image_size: letterbox side; a fixed-shape export (such as the 640-px TFLite) always
             runs at its own size, with every backend, as ultralytics does.
         threads: CPU threads of the lean runtimes (0: torch's count, ``configure_threads``).
+        alone_threads: threads for a call made ``alone`` (nothing else running), when more than
+            ``threads``: a second copy of the runtime, opened at the first such call.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class YoloDetector:
         device: str = "cpu",
         backend: str = "ultralytics",
         threads: int = 0,
+        alone_threads: int = 0,
     ) -> None:
         self.backend = resolve_detector_backend(backend, weights, device)
         self.image_size = image_size
@@ -110,7 +117,9 @@ class YoloDetector:
         # parts (a handle, a logo) and segment unstably.
         self.min_area_share = min_area_share
         self.device = device
-        self._lean = None
+        self._lean: LeanYolo | None = None
+        self._lean_alone: LeanYolo | None = None
+        self._open_alone: Callable[[], LeanYolo] | None = None
         if self.backend != "ultralytics":
             from ml.backends.detection import LeanYolo, open_yolo_network, read_yolo_metadata
 
@@ -121,8 +130,15 @@ class YoloDetector:
             if metadata.get("task", "detect") != "detect":
                 task = metadata["task"]
                 raise ValueError(f"{path.name}: a {task} model; use the ultralytics backend")
-            network = open_yolo_network(self.backend, path, threads=threads or configure_threads())
+            threads = threads or configure_threads()
+            network = open_yolo_network(self.backend, path, threads=threads)
             self._lean = LeanYolo(network, image_size=image_size, min_confidence=min_confidence)
+            # Opened at the first call made alone; the same model, so the same boxes.
+            self._open_alone = (
+                (lambda: LeanYolo(open_yolo_network(self.backend, path, threads=alone_threads),
+                                  image_size=image_size, min_confidence=min_confidence))
+                if alone_threads > threads else None
+            )
             self.names: dict[int, str] = metadata["names"]
             self.task = "detect"
             # LiteRT is the reference's own interpreter (same numbers); another runtime's boxes
@@ -154,9 +170,11 @@ class YoloDetector:
         self.name = f"yolo:{Path(weights).name}"
 
     def detect_all(
-        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
+        self, images: Sequence[Image.Image], *, classes: Collection[str] = (),
+        alone: bool = False,
     ) -> list[Detection | None]:
-        """Best detection per image whose label is in `classes` (any class when empty)."""
+        """Best detection per image whose label is in `classes` (any class when empty); with
+        ``alone``, on ``alone_threads`` (see ``ItemDetector.detect_all``)."""
         if not images:
             return []
         wanted = set(classes)
@@ -164,7 +182,12 @@ class YoloDetector:
         if unknown:
             raise ValueError(f"unknown detector classes: {sorted(unknown)}")
         if self._lean is not None:
-            found_raw = self._lean([np.asarray(image.convert("RGB")) for image in images])
+            lean = self._lean
+            if alone and self._open_alone is not None:
+                if self._lean_alone is None:
+                    self._lean_alone = self._open_alone()
+                lean = self._lean_alone
+            found_raw = lean([np.asarray(image.convert("RGB")) for image in images])
             return [
                 self._best(image, rows[:, :4].tolist(), rows[:, 5].tolist(), rows[:, 4].tolist(),
                            wanted)[0]

@@ -40,8 +40,10 @@ class Isolator:
         corrected_boxes: Sequence[Box | None] | None = None,
         classes: Sequence[str] = (),
         timings: dict[str, float] | None = None,
+        alone: bool = False,
     ) -> tuple[list[Image.Image], list[Isolation]]:
-        """Crops and isolations, one per image; ``timings`` gets ``detect`` and ``segment`` ms."""
+        """Crops and isolations, one per image; ``timings`` gets ``detect`` and ``segment`` ms.
+        ``alone``: nothing else runs meanwhile (see ``ItemDetector.detect_all``)."""
         timings = {} if timings is None else timings
         boxes = list(corrected_boxes) if corrected_boxes is not None else [None] * len(images)
         if len(boxes) != len(images):
@@ -50,7 +52,8 @@ class Isolator:
         to_detect = [i for i, box in enumerate(boxes) if box is None]
         detections: dict[int, Found | None] = {}
         if to_detect and self.detector is not None:
-            found = self.detector.detect_all([images[i] for i in to_detect], classes=classes)
+            found = self.detector.detect_all([images[i] for i in to_detect], classes=classes,
+                                            alone=alone)
             detections = dict(zip(to_detect, found, strict=True))
         timings["detect"] = (time.perf_counter() - started) * 1000
 

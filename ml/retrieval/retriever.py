@@ -63,7 +63,8 @@ class Retriever:
     their crops are embedded in one pass, then each query is searched and fused on its own.
     With ``overlap_photos`` > 0 the photos instead go through in steps of that many, detection
     and segmentation of the next step overlapping the embedding of the current one
-    (:func:`overlapped`). A query's stage timings are its share of its step's, by photo count.
+    (:func:`overlapped`); a lone step is detected ``alone``, on every core. A query's stage
+    timings are its share of its step's, by photo count.
     """
 
     def __init__(
@@ -110,6 +111,8 @@ class Retriever:
         for classes, photos in by_classes.items():
             size = self.overlap_photos or len(photos)
             steps.extend((classes, photos[i : i + size]) for i in range(0, len(photos), size))
+        # One step has nothing to overlap with: its detection may use every core.
+        alone = len(steps) == 1 or not self.overlap_photos
 
         def isolate_step(step: tuple[tuple[str, ...], list[tuple[int, int]]]) -> tuple[Any, ...]:
             classes, photos = step
@@ -122,6 +125,7 @@ class Retriever:
                 ],
                 classes=classes,
                 timings=step_timings,
+                alone=alone,
             )
             return photos, crops, isolations, step_timings
 

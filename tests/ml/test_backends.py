@@ -290,6 +290,31 @@ def test_litert_detector_gives_the_reference_boxes_exactly(val_images, reference
 
 
 @pytest.mark.slow
+def test_a_detection_made_alone_uses_its_own_runtime_and_gives_the_same_boxes(
+    val_images, reference_choices
+):
+    """The worker's one-photo case: a 1-thread detector (half the cores) detects alone on a
+    second, 2-thread copy of the interpreter, opened at the first such call; the boxes stay
+    the reference's, whichever copy ran."""
+    need("litert")
+    from ml.yolo import YoloDetector
+
+    detector = YoloDetector(DETECTOR_WEIGHTS, image_size=320, backend="litert", threads=1,
+                            alone_threads=2)
+    shown = list(range(0, len(val_images), 4))
+    half = [detector.detect_all([val_images[i]], classes=GROCERY_DETECTION_CLASSES)[0]
+            for i in shown[::2]]
+    assert detector._lean_alone is None  # nothing opened until a call is made alone
+    alone = [detector.detect_all([val_images[i]], classes=GROCERY_DETECTION_CLASSES,
+                                 alone=True)[0] for i in shown[1::2]]
+    assert detector._lean_alone is not None and detector._lean_alone is not detector._lean
+    found = [None] * len(shown)
+    found[::2], found[1::2] = half, alone
+    assert [(f.box, f.label) if f else None for f in found] == [reference_choices[i]
+                                                                for i in shown]
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
     "OpenVINO runs the dynamic-range int8 TFLite with float activations where LiteRT "
     "quantises them: 39 of 296 val photos get another box (docs/benchmarks.md, "

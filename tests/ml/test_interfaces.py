@@ -104,7 +104,8 @@ class _NoDetector:
     name = "none"
 
     def detect_all(
-        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
+        self, images: Sequence[Image.Image], *, classes: Collection[str] = (),
+        alone: bool = False,
     ) -> Sequence[Found | None]:
         return [None] * len(images)
 

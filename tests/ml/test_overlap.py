@@ -42,11 +42,13 @@ class LabelledBoxes:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.alone: list[bool] = []
 
-    def detect_all(self, images, *, classes=()):
+    def detect_all(self, images, *, classes=(), alone=False):
         from ml.types import Box
 
         self.calls.append(len(images))
+        self.alone.append(alone)
         label = classes[0] if classes else "apple"
         return [Detection(Box(0, 0, im.width / 2, im.height), label, 0.8) for im in images]
 
@@ -85,3 +87,20 @@ def test_overlapped_retrieval_gives_the_same_results_as_one_stage_at_a_time(
             assert set(piped.timings_ms) == {"detect", "segment", "embed", "search", "fuse"}
     # Each query's photos keep their classes: the carrot query's box says carrot.
     assert [i.label for i in results[1][3].isolations] == ["carrot"]
+
+
+def test_a_lone_step_is_detected_alone_and_overlapped_steps_are_not(rng, make_unit_vectors):
+    """With the overlap on, a detection shares the cores with the previous step's embedding,
+    unless it is the only step (one photo): then nothing runs beside it."""
+    table = make_unit_vectors(rng, 256, 16)
+    index = VectorIndex.build(np.arange(20, dtype=np.int64), make_unit_vectors(rng, 20, 16))
+    photo = Image.new("RGB", (40, 30), (5, 0, 0))
+    for overlap, photos, expected in ((2, 1, [True]), (2, 2, [True]), (1, 2, [False, False]),
+                                      (2, 3, [False, False]), (0, 3, [True])):
+        detector = LabelledBoxes()
+        retriever = Retriever(
+            embedder=FakeEmbedder(table), index=index, sku_of=lookup_from({i: i for i in range(20)}),
+            isolator=Isolator(detector, segmentation="none"), overlap_photos=overlap,
+        )
+        retriever.retrieve([Query([photo] * photos)], top_k=3)
+        assert detector.alone == expected, (overlap, photos)

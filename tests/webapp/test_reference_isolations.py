@@ -31,7 +31,8 @@ class _CentreDetector:
         self.calls = 0
 
     def detect_all(
-        self, images: Sequence[Image.Image], *, classes: Collection[str] = ()
+        self, images: Sequence[Image.Image], *, classes: Collection[str] = (),
+        alone: bool = False,
     ) -> list[_Found | None]:
         self.calls += len(images)
         return [_Found(Box(im.width * 0.2, im.height * 0.2, im.width * 0.8, im.height * 0.8))

@@ -32,11 +32,12 @@ def stage_threads() -> dict[str, int]:
     """CPU threads of the detector's and the embedding network's runtimes.
 
     When the worker overlaps the two stages (SKULENS_OVERLAP_PHOTOS) each gets half the cores,
-    so together they never ask for more threads than there are cores."""
+    so together they never ask for more threads than there are cores; ``alone`` is every core,
+    for a detection with nothing to overlap (one photo)."""
     total = settings.TORCH_THREADS or os.cpu_count() or 1
     if settings.OVERLAP_PHOTOS and total >= 2:
-        return {"detect": total // 2, "embed": total - total // 2}
-    return {"detect": total, "embed": total}
+        return {"detect": total // 2, "embed": total - total // 2, "alone": total}
+    return {"detect": total, "embed": total, "alone": total}
 
 
 @lru_cache(maxsize=3)
@@ -82,6 +83,7 @@ def detector() -> ItemDetector | None:
             device="cuda" if torch.cuda.is_available() else "cpu",
             backend=settings.DETECTOR_BACKEND,
             threads=stage_threads()["detect"],
+            alone_threads=stage_threads()["alone"],
         )
     except Exception as exc:  # noqa: BLE001 - missing file, or no internet to download it
         logger.warning("detector %s unavailable, using the full frame: %s", weights, exc)
