@@ -99,7 +99,8 @@ def test_a_lone_step_is_detected_alone_and_overlapped_steps_are_not(rng, make_un
                                       (2, 3, [False, False]), (0, 3, [True])):
         detector = LabelledBoxes()
         retriever = Retriever(
-            embedder=FakeEmbedder(table), index=index, sku_of=lookup_from({i: i for i in range(20)}),
+            embedder=FakeEmbedder(table), index=index,
+            sku_of=lookup_from({i: i for i in range(20)}),
             isolator=Isolator(detector, segmentation="none"), overlap_photos=overlap,
         )
         retriever.retrieve([Query([photo] * photos)], top_k=3)
