@@ -37,7 +37,8 @@ def test_from_cause_weights_scales_and_keeps_artefacts() -> None:
     p = policy.probs
     assert p["occlusion"] == pytest.approx(0.9)
     assert p["compression_blur"] == pytest.approx(0.1 + 0.8 * 0.5)
-    assert p["lighting"] == pytest.approx(0.1)
+    assert p["angle"] == pytest.approx(0.1)
+    assert p["lighting"] == 0.0 and p["colour"] == 0.0  # only when a cause names them
     assert p["crop"] == 1.0
     assert p["scribble"] >= ARTEFACT_FLOOR["scribble"]  # reseller artefacts never vanish
     assert set(p) == set(TRANSFORM_NAMES)
