@@ -14,6 +14,7 @@ with the same pre- and post-processing around LiteRT, OpenVINO or ONNX Runtime
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,7 @@ class YoloDetector:
         self._lean: LeanYolo | None = None
         self._lean_alone: LeanYolo | None = None
         self._open_alone: Callable[[], LeanYolo] | None = None
+        self._opening = threading.Lock()
         if self.backend != "ultralytics":
             from ml.backends.detection import LeanYolo, open_yolo_network, read_yolo_metadata
 
@@ -184,8 +186,9 @@ class YoloDetector:
         if self._lean is not None:
             lean = self._lean
             if alone and self._open_alone is not None:
-                if self._lean_alone is None:
-                    self._lean_alone = self._open_alone()
+                with self._opening:  # two callers at once open one copy, not two
+                    if self._lean_alone is None:
+                        self._lean_alone = self._open_alone()
                 lean = self._lean_alone
             found_raw = lean([np.asarray(image.convert("RGB")) for image in images])
             return [
