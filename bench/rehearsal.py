@@ -179,14 +179,15 @@ def role_users(prefix: str, count: int, role: Any) -> list[Any]:
 
 def users_file(args: argparse.Namespace) -> dict[str, Any]:
     """API tokens for the uploaders, session cookies for the reviewers."""
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from webapp.accounts.roles import Role
 
     uploaders = role_users("uploader", args.uploads, Role.APPRAISER)
     reviewers = role_users("reviewer", args.reviewers, Role.QA)
     data = {
-        "uploaders": [{"username": u.username, "token": Token.objects.get_or_create(user=u)[0].key}
+        # One API token (knox: the secret is shown once, at creation) per uploader.
+        "uploaders": [{"username": u.username, "token": AuthToken.objects.create(user=u)[1]}
                       for u in uploaders],
         "reviewers": [{"username": u.username, "session": session_for(u)} for u in reviewers],
         "bad_cases": [],
