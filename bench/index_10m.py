@@ -15,8 +15,10 @@ has at 1M and a category filter still keeps ~1/10. Vectors are generated in chun
 same pass, so neither the float32 data (10 GB) nor a copy of it is ever held: the exact
 top-10 of each sample query (the recall reference) is merged chunk by chunk.
 
-The search grid (nprobe x k') is measured on every filter kind, best of ``--repeat`` runs of a
-batch of ``--batch`` queries that share a filter; the answer is the fastest setting whose
+The search grid (nprobe x k' x the HNSW coarse quantizer's efSearch) is measured on every
+filter kind, best of ``--repeat`` runs of a batch of ``--batch`` queries that share a filter;
+``--save DIR`` keeps the built index and its ground truth, ``--load DIR`` searches them again
+without the build. The answer is the fastest setting whose
 recall@10 reaches ``--target-recall`` on the category filter. Memory is the process's peak RSS
 (the index, the chunk in flight and the ground-truth state) and the index's own bytes.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -189,9 +192,11 @@ class Searcher:
             self._filters[key] = (subset, selector)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int, k_factor: int
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int, k_factor: int,
+        ef_search: int = 0,
     ) -> np.ndarray:
-        """``nprobe == 0``: exact over the allowed vectors; else IVF (+ selector) + re-rank."""
+        """``nprobe == 0``: exact over the allowed vectors; else IVF (+ selector) + re-rank.
+        ``ef_search``: the HNSW coarse quantizer's breadth (0: ``max(32, 2 * nprobe)``)."""
         sel = None
         if allowed is not None:
             self.prepare(allowed)
@@ -204,11 +209,35 @@ class Searcher:
         base = _faiss.SearchParametersIVF(nprobe=nprobe)
         if sel is not None:
             base.sel = sel
-        base.quantizer_params = _faiss.SearchParametersHNSW(efSearch=max(32, 2 * nprobe))
+        if isinstance(faiss.downcast_index(self.base.quantizer), faiss.IndexHNSW):
+            base.quantizer_params = _faiss.SearchParametersHNSW(
+                efSearch=ef_search or max(32, 2 * nprobe))
         params = _faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=base)
         _, found = self.index.search(queries, k, params=params)
         result: np.ndarray = found
         return result
+
+
+def json_value(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else float(value)
+
+
+def use_flat_coarse(index: Any) -> None:
+    """Swap the HNSW coarse quantizer for exact search over the same centroids (the lists stay
+    valid): the coarse step becomes one BLAS product per batch and picks the true nearest
+    lists."""
+    ivf = faiss.extract_index_ivf(index)
+    hnsw = faiss.downcast_index(ivf.quantizer)
+    centroids = hnsw.storage.reconstruct_n(0, hnsw.ntotal) if hasattr(hnsw, "storage") else (
+        hnsw.reconstruct_n(0, hnsw.ntotal))
+    flat = faiss.IndexFlatIP(ivf.d)
+    flat.add(centroids)
+    ivf.quantizer = flat
+    ivf.own_fields = False
+    _keep_alive.append(flat)
+
+
+_keep_alive: list[Any] = []
 
 
 def index_bytes(index: Any) -> dict[str, float]:
@@ -239,7 +268,14 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=3, help="filter values per level")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--k-factor", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--k-factor", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[0, 128, 256],
+                        help="HNSW coarse breadths (0: max(32, 2 x nprobe)); run 2 found the "
+                             "coarse step, not the PQ depth, capping recall")
+    parser.add_argument("--save", type=Path, help="keep the built index and ground truth here")
+    parser.add_argument("--load", type=Path, help="search an index kept by --save (no build)")
+    parser.add_argument("--coarse", choices=("hnsw", "flat"), default="hnsw",
+                        help="with --load: flat searches the same centroids exactly")
     parser.add_argument("--subset-max", type=int, default=50_000,
                         help="filters up to this size are also scored exactly")
     parser.add_argument("--target-recall", type=float, default=TARGET_RECALL)
@@ -280,10 +316,23 @@ def main() -> None:
                   n_centres=4000 * scale, seed=args.seed)
     cases = make_cases(mix, args.batch, args.groups, np.random.default_rng([args.seed, 7]))
     started = time.perf_counter()
-    index, build_s = build(args, mix, cases)
+    if args.load:
+        index = faiss.read_index(str(args.load / "index.faiss"))
+        if args.coarse == "flat":
+            use_flat_coarse(index)
+        cases = pickle.loads((args.load / "cases.pkl").read_bytes())
+        build_s = json.loads((args.load / "build.json").read_text())["index_s"]
+        print(f"loaded {args.load} in {time.perf_counter() - started:.0f} s", flush=True)
+    else:
+        index, build_s = build(args, mix, cases)
     report["build"] = {"seconds": time.perf_counter() - started, "index_s": build_s,
                        "rss_mib": rss_mib(), "peak_rss_mib": peak_rss_mib(),
-                       **index_bytes(index)}
+                       "loaded": bool(args.load), **index_bytes(index)}
+    if args.save and not args.load:
+        args.save.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(index, str(args.save / "index.faiss"))
+        (args.save / "cases.pkl").write_bytes(pickle.dumps(cases))
+        (args.save / "build.json").write_text(json.dumps(report["build"]))
     b = report["build"]
     index_mib = b["pq_codes_mib"] + b["ids_mib"] + b["refine_codes_mib"] + b["coarse_mib"]
     print(f"built in {b['seconds']:.0f} s; index {index_mib:,.0f} MiB (PQ codes "
@@ -298,22 +347,24 @@ def main() -> None:
             case.allowed = [allowed]
             searcher.prepare(allowed)
     rows = []
-    print("\n| filter | allowed (mean) | path | nprobe | k' | queries/s | recall@10 (worst) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| filter | allowed (mean) | path | nprobe | efSearch | k' | queries/s "
+          "| recall@10 (worst) |")
+    print("|---|---|---|---|---|---|---|---|")
     for level in ("none", *LEVELS):
         level_cases = [c for c in cases if c.level == level]
         sizes = [len(c.allowed[0]) if c.allowed else args.n for c in level_cases]
         exact = level != "none" and max(sizes) <= args.subset_max
-        grid = [(p, f) for p in args.nprobe for f in args.k_factor]
-        grid = [(0, 0), *grid] if exact else grid  # small filters: both paths, measured
-        for nprobe, k_factor in grid:
+        grid = [(p, f, e) for p in args.nprobe for f in args.k_factor for e in args.ef_search
+                if e == 0 or e > max(32, 2 * p)]
+        grid = [(0, 0, 0), *grid] if exact else grid  # small filters: both paths, measured
+        for nprobe, k_factor, ef_search in grid:
             seconds, recalls = 0.0, []
             for case in level_cases:
                 allowed = case.allowed[0] if case.allowed else None
-                searcher.search(case.queries[:50], k, allowed, nprobe, k_factor)  # warm
+                searcher.search(case.queries[:50], k, allowed, nprobe, k_factor, ef_search)
                 t, found = best_of(
-                    lambda c=case, a=allowed, p=nprobe, f=k_factor: searcher.search(
-                        c.queries, k, a, p, f), args.repeat)
+                    lambda c=case, a=allowed, p=nprobe, f=k_factor, e=ef_search: searcher.search(
+                        c.queries, k, a, p, f, e), args.repeat)
                 seconds += t
                 assert case.top_ids is not None
                 recalls.append(recall_at(found, case.top_ids))
@@ -322,12 +373,16 @@ def main() -> None:
                 "path": "exact subset" if nprobe == 0 else (
                     "ivf" if level == "none" else "ivf+selector"),
                 "nprobe": nprobe, "k_factor": k_factor,
+                "ef_search": (ef_search or max(32, 2 * nprobe))
+                if nprobe and args.coarse == "hnsw" else 0,
+                "coarse": args.coarse,
                 "qps": len(level_cases) * args.batch / seconds,
                 "recall_at_10": float(np.mean(recalls)), "recall_worst": float(min(recalls)),
             }
             rows.append(row)
             print(f"| {level} | {row['allowed_mean']:,.0f} | {row['path']} | {nprobe or '-'} "
-                  f"| {k_factor or '-'} | {row['qps']:,.0f} | {row['recall_at_10']:.4f} "
+                  f"| {row['ef_search'] or '-'} | {k_factor or '-'} | {row['qps']:,.0f} "
+                  f"| {row['recall_at_10']:.4f} "
                   f"({row['recall_worst']:.4f}) |", flush=True)
     report["search"] = rows
 
@@ -345,14 +400,15 @@ def main() -> None:
             print(f"  {level}: none of the grid reaches the recall target")
         else:
             print(f"  {level}: {row['qps']:,.0f} q/s at recall {row['recall_at_10']:.4f} "
-                  f"(nprobe {row['nprobe'] or '-'}, k' {row['k_factor'] or '-'}, "
+                  f"(nprobe {row['nprobe'] or '-'}, efSearch {row['ef_search'] or '-'}, "
+                  f"k' {row['k_factor'] or '-'}, "
                   f"{row['path']})")
     print(f"peak RSS {report['peak_rss_mib']:,.0f} MiB "
           f"({report['peak_rss_mib'] / 1024:.2f} GiB); load average at the end "
           f"{report['load_avg_end']:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=float))
+        args.json.write_text(json.dumps(report, indent=2, default=json_value))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from ml.rerank.evaluate import (  # noqa: E402
     report,
 )
 from ml.rerank.fusion import DEFAULT_FUSION, FusionModel, fit_fusion  # noqa: E402
-from ml.rerank.ocr import default_engine  # noqa: E402
+from ml.rerank.ocr import MAX_LINES, REC_MIN_WIDTH, RapidOcrEngine, default_engine  # noqa: E402
 from ml.rerank.stage import RerankConfig, Reranker  # noqa: E402
 from ml.rerank.store import ReferenceStore  # noqa: E402
 from ml.rerank.text import words  # noqa: E402
@@ -187,6 +187,12 @@ def main() -> None:
                         help="write the fusion fitted on val half 0 (cold, all kinds) here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--ocr-max-lines", type=int, default=MAX_LINES,
+                        help="lines the query OCR recognises (ml.rerank.ocr.MAX_LINES)")
+    parser.add_argument("--ocr-rec-width", type=int, default=REC_MIN_WIDTH,
+                        help="the recogniser's padded width floor (ml.rerank.ocr.REC_MIN_WIDTH)")
+    parser.add_argument("--dump-items", type=Path,
+                        help="pickle each setting's collected candidates here (refit offline)")
     parser.add_argument("--settings", default="cold,filtered,warm,2-photo",
                         help="comma-separated subset of cold, filtered, warm, 2-photo")
     args = parser.parse_args()
@@ -205,7 +211,10 @@ def main() -> None:
     attributes = None
     if args.model and Path(args.model).is_file():
         attributes = AttributePredictor.from_checkpoint(args.model)
-    ocr, reference_ocr = default_engine("query"), default_engine("reference")
+    reference_ocr = default_engine("reference")
+    ocr = (default_engine("query")
+           if (args.ocr_max_lines, args.ocr_rec_width) == (MAX_LINES, REC_MIN_WIDTH)
+           else RapidOcrEngine(max_lines=args.ocr_max_lines, rec_min_width=args.ocr_rec_width))
     tag = embedder.name
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -230,7 +239,9 @@ def main() -> None:
         prepared["warm"] = prepare(warm, val, embedder, ocr=ocr,
                                    vectors=(vectors["warm"], vectors["val"]), store=stores["warm"])
     # Query features and OCR words are the same in every setting: share the caches.
-    feat_path = args.cache / "query-features.pkl"
+    ocr_tag = ("" if (args.ocr_max_lines, args.ocr_rec_width) == (MAX_LINES, REC_MIN_WIDTH)
+               else f"-lines{args.ocr_max_lines}-w{args.ocr_rec_width}")
+    feat_path = args.cache / f"query-features{ocr_tag}.pkl"
     if feat_path.exists():
         features, words_cache = pickle.loads(feat_path.read_bytes())
     else:
@@ -241,7 +252,9 @@ def main() -> None:
     config = RerankConfig(top_k=args.top_k)
     started = datetime.now(UTC)
     out: dict[str, Any] = {"model": tag, "machine": machine(), "date": started.isoformat(),
-                           "top_k": args.top_k, "ocr_margin": config.ocr_margin,
+                           "top_k": args.top_k,
+                           "ocr_margin": config.ocr_margin, "ocr_max_lines": args.ocr_max_lines,
+                           "ocr_rec_width": args.ocr_rec_width,
                            "attribute_heads": attributes is not None, "settings": {}}
     print(f"{tag} on {out['machine']}, {started:%Y-%m-%d %H:%M} UTC")
 
@@ -287,6 +300,11 @@ def main() -> None:
             tmp.write_bytes(pickle.dumps((features, words_cache)))
             os.replace(tmp, feat_path)
             half = halves(val, groups)
+            if args.dump_items:
+                args.dump_items.mkdir(parents=True, exist_ok=True)
+                departments = [val[it.rows[0]].get("department") or "" for it in items]
+                (args.dump_items / f"{name.replace(' ', '_').replace(',', '')}.pkl").write_bytes(
+                    pickle.dumps((items, half, departments)))
 
             def department(item: Collected) -> str:
                 return val[item.rows[0]].get("department") or ""

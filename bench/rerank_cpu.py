@@ -29,7 +29,7 @@ from ml.images import load_rgb  # noqa: E402
 from ml.index import VectorIndex  # noqa: E402
 from ml.rerank import spatial  # noqa: E402
 from ml.rerank.evaluate import catalogue_from_gallery  # noqa: E402
-from ml.rerank.ocr import default_engine  # noqa: E402
+from ml.rerank.ocr import MAX_LINES, REC_MIN_WIDTH, RapidOcrEngine  # noqa: E402
 from ml.rerank.stage import RerankConfig, Reranker  # noqa: E402
 from ml.rerank.store import ReferenceStore  # noqa: E402
 from ml.rerank.types import RerankQuery  # noqa: E402
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("var/bench/rerank"))
     parser.add_argument("--model-tag", required=True, help="the vectors-<tag>.npz to use")
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--ocr-max-lines", type=int, nargs="+", default=[MAX_LINES])
+    parser.add_argument("--ocr-rec-width", type=int, nargs="+", default=[REC_MIN_WIDTH])
     args = parser.parse_args()
     cv2.setNumThreads(1)
     gallery = read_image_csv(args.cache / "csv" / "gallery_iconic.csv")
@@ -58,12 +60,14 @@ def main() -> None:
     for i, rec in enumerate(gallery):
         references.setdefault(label_id[rec.label], []).append(i)
     store = ReferenceStore.load(args.cache / "store-iconic")
-    ocr = default_engine("query")
+    engines = {(lines, width): RapidOcrEngine(max_lines=lines, rec_min_width=width)
+               for lines in args.ocr_max_lines for width in args.ocr_rec_width}
     index = VectorIndex.build(np.arange(len(gallery)), gallery_vectors, kind="flat")
     ref_to_sku = {i: label_id[r.label] for i, r in enumerate(gallery)}
     reranker = Reranker(RerankConfig().without("text"), store=store)
     step = max(1, len(queries) // args.queries)
-    spent: dict[str, list[float]] = {"extract": [], "verify_k8": [], "ocr": []}
+    spent: dict[str, list[float]] = {"extract": [], "verify_k8": []}
+    spent |= {f"ocr {lines} lines, width {width}": [] for lines, width in engines}
     with threadpool_limits(1):
         for row in range(0, len(queries), step)[: args.queries]:
             image = load_rgb(queries[row].path)
@@ -76,10 +80,11 @@ def main() -> None:
                 query, visual, catalogue=catalogue, sku_references=references,
                 ref_to_sku=ref_to_sku, query_features=[features]))
             spent["verify_k8"].append(ms)
-            _, ms = cpu_ms(lambda image=image: ocr.read(image))
-            spent["ocr"].append(ms)
+            for (lines, width), ocr in engines.items():  # interleaved: same machine state
+                _, ms = cpu_ms(lambda image=image, ocr=ocr: ocr.read(image))
+                spent[f"ocr {lines} lines, width {width}"].append(ms)
     for kind, values in spent.items():
-        print(f"{kind:<10} CPU ms per query: p50 {np.percentile(values, 50):6.1f}   "
+        print(f"{kind:<28} CPU ms per query: p50 {np.percentile(values, 50):6.1f}   "
               f"p95 {np.percentile(values, 95):6.1f}   (n={len(values)})")
     total = np.array(spent["extract"]) + np.array(spent["verify_k8"])
     print(f"spatial (extract + verify K=8): p50 {np.percentile(total, 50):.1f}   "

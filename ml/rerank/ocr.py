@@ -26,6 +26,9 @@ OCR_SIDE = 320
 REFERENCE_OCR_SIDE = 480
 # Recognise at most this many text lines per crop, the largest first.
 MAX_LINES = 8
+# The recogniser pads every batch of lines to at least this width (px at its 48-px height);
+# RapidOCR's 320 pads a short word ~3x, a narrower floor pads each batch to its widest line.
+REC_MIN_WIDTH = 320
 MIN_CONFIDENCE = 0.5
 MIN_WORD_CHARS = 3
 
@@ -52,11 +55,13 @@ class RapidOcrEngine:
         side: the crop's longer side is resized to this before detection.
         max_lines: recognise only the largest ``max_lines`` detected lines.
         threads: onnxruntime intra-op threads (1 keeps a worker's other stages responsive).
+        rec_min_width: the recogniser's padded width floor (see :data:`REC_MIN_WIDTH`).
     """
 
     name = "rapidocr-ppocrv4"
 
-    def __init__(self, *, side: int = OCR_SIDE, max_lines: int = MAX_LINES, threads: int = 1):
+    def __init__(self, *, side: int = OCR_SIDE, max_lines: int = MAX_LINES, threads: int = 1,
+                 rec_min_width: int = REC_MIN_WIDTH):
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -71,6 +76,8 @@ class RapidOcrEngine:
             )
         except Exception as exc:  # noqa: BLE001 - missing or unreadable model files
             raise OcrUnavailable(f"RapidOCR could not load its models: {exc}") from exc
+        channels, height, _width = self._engine.text_rec.rec_image_shape[:3]
+        self._engine.text_rec.rec_image_shape = [channels, height, max(height, rec_min_width)]
 
     def read(self, image: Image.Image) -> list[OcrWord]:
         rgb = image.convert("RGB")

@@ -85,3 +85,16 @@ def test_ocr_reads_a_real_package(grocery_root: Path):
               enumerate(["Bravo Apple Juice", "Bravo Orange Juice", "God Morgon Apple Juice"])]
     scores = [t.score for t in match_words(read, vocabs)]
     assert scores.index(max(scores)) == 0
+
+
+def test_a_narrow_recogniser_floor_reads_the_same_carton(grocery_root: Path):
+    """``rec_min_width``: lines are padded only to their batch's widest, not to 320 px."""
+    ocr = pytest.importorskip("ml.rerank.ocr")
+    try:
+        engine = ocr.RapidOcrEngine(rec_min_width=48)
+    except ocr.OcrUnavailable as exc:
+        pytest.skip(f"OCR models unavailable: {exc}")
+    assert engine._engine.text_rec.rec_image_shape[2] == 48
+    image = load_rgb(grocery_root / "iconic-images-and-descriptions/Packages/Juice/"
+                     "Bravo-Apple-Juice/Bravo-Apple-Juice_Iconic.jpg")
+    assert {"bravo", "apple"} <= {fold(w.text) for w in engine.read(image)}
