@@ -22,7 +22,7 @@ without the build. The answer is the fastest setting whose
 recall@10 reaches ``--target-recall`` on the category filter. Memory is the process's peak RSS
 (the index, the chunk in flight and the ground-truth state) and the index's own bytes.
 
-    python bench/index_10m.py                   # 10M: ~1 h on 2 shared cores, ~7 GiB
+    python bench/index_10m.py                   # 10M: ~20-25 min on 2 quiet cores, 7.9 GiB peak
     python bench/index_10m.py --quick           # 1M, same code paths, ~6 min
     flock /tmp/skulens-heavy.lock python bench/index_10m.py --json var/bench/index_10m.json
 """
@@ -284,6 +284,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.coarse == "flat" and not args.load:
+        parser.error("--coarse flat swaps the quantizer of a kept index: use it with --load")
     if args.quick:
         args.n, args.nlist, args.groups = min(args.n, 1_000_000), 1024, 2
     scale = max(1, args.n // 1_000_000)

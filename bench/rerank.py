@@ -212,9 +212,9 @@ def main() -> None:
     if args.model and Path(args.model).is_file():
         attributes = AttributePredictor.from_checkpoint(args.model)
     reference_ocr = default_engine("reference")
-    ocr = (default_engine("query")
-           if (args.ocr_max_lines, args.ocr_rec_width) == (MAX_LINES, REC_MIN_WIDTH)
-           else RapidOcrEngine(max_lines=args.ocr_max_lines, rec_min_width=args.ocr_rec_width))
+    custom_ocr = (args.ocr_max_lines, args.ocr_rec_width) != (MAX_LINES, REC_MIN_WIDTH)
+    ocr = (RapidOcrEngine(max_lines=args.ocr_max_lines, rec_min_width=args.ocr_rec_width)
+           if custom_ocr else default_engine("query"))
     tag = embedder.name
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -239,8 +239,7 @@ def main() -> None:
         prepared["warm"] = prepare(warm, val, embedder, ocr=ocr,
                                    vectors=(vectors["warm"], vectors["val"]), store=stores["warm"])
     # Query features and OCR words are the same in every setting: share the caches.
-    ocr_tag = ("" if (args.ocr_max_lines, args.ocr_rec_width) == (MAX_LINES, REC_MIN_WIDTH)
-               else f"-lines{args.ocr_max_lines}-w{args.ocr_rec_width}")
+    ocr_tag = f"-lines{args.ocr_max_lines}-w{args.ocr_rec_width}" if custom_ocr else ""
     feat_path = args.cache / f"query-features{ocr_tag}.pkl"
     if feat_path.exists():
         features, words_cache = pickle.loads(feat_path.read_bytes())

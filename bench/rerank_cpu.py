@@ -5,7 +5,8 @@ one thread spends is what a quiet core would take (the stage is single-threaded:
 BLAS at one thread, onnxruntime at one intra-op thread). Run after ``bench/rerank.py`` has
 cached the cold reference store and the model's vectors:
 
-    python bench/rerank_cpu.py --model-tag e1-epoch4-4418506f70bc [--queries 40]
+    python bench/rerank_cpu.py --model-tag e1-epoch4-4418506f70bc [--queries 40] \
+        [--ocr-max-lines 8 4] [--ocr-rec-width 320 48]   # OCR settings, interleaved per photo
 """
 
 from __future__ import annotations
